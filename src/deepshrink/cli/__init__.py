@@ -1,0 +1,1 @@
+"""The thin command-line layer: parse, validate, call the library, print."""
