@@ -1,0 +1,136 @@
+"""Foundation commands: demo, models, train, eval, profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from deepshrink.cli.common import (
+    console,
+    data_option,
+    model_options,
+    parse_input_size,
+    parse_int_list,
+    print_kv_table,
+    write_json_file,
+)
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True, help="Output directory.")
+def demo(out: str) -> None:
+    """Run the main job on the embedded digits data (needs no files).
+
+    Example: deepshrink demo --out runs/demo
+    """
+    from deepshrink.demo import run_demo
+
+    run_demo(Path(out))
+
+
+@click.command("models")
+def list_models_command() -> None:
+    """List the model zoo. Example: deepshrink models"""
+    from rich.table import Table
+
+    from deepshrink.models import MODELS, list_models
+
+    table = Table("name", "input", "params", "about")
+    for name in list_models():
+        meta = MODELS.meta(name)
+        table.add_row(name, "x".join(map(str, meta.get("input_size", ()))), f"{meta.get('params', 0):,}", meta.get("about", ""))
+    console.print(table)
+
+
+@click.command()
+@model_options
+@data_option()
+@click.option("--epochs", type=int, default=None, help="Epochs (default from the config: 30).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None)
+@click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle", "constant"]), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit-batches", type=int, default=None, help="Train/evaluate on this many batches only (smoke runs).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (model, checkpoints, metrics).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+def train(model_name, weights, data_spec, epochs, batch_size, lr, optimizer, schedule, seed, limit_batches, out, resume) -> None:
+    """Train or fine-tune a model.
+
+    Example: deepshrink train --model resnet20 --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz --epochs 30 --out runs/r20
+    """
+    from deepshrink.data import load_data
+    from deepshrink.fileio import write_json
+    from deepshrink.metrics import evaluate
+    from deepshrink.models import resolve_model, save_model
+    from deepshrink.training import TrainConfig, train as run_training
+
+    data = load_data(data_spec, seed=seed)
+    model = resolve_model(
+        model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
+    )
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule,
+                 "seed": seed, "limit_batches": limit_batches}
+    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    result = run_training(model, data, config, out_dir=Path(out), resume=resume)
+    metrics = evaluate(result.model, data, split="test", limit_batches=limit_batches)
+    save_model(result.model, Path(out) / "model")
+    write_json(Path(out) / "metrics.json", {"test": metrics, "history": result.history})
+    print_kv_table("test", metrics)
+    console.print(f"model written to {Path(out) / 'model'}")
+
+
+@click.command("eval")
+@model_options
+@data_option()
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the metrics here.")
+def eval_command(model_name, weights, data_spec, split, batch_size, json_path) -> None:
+    """Evaluate top-1/top-5 accuracy.
+
+    Example: deepshrink eval --model resnet32 --weights ../shared/weights/resnet-cifar10/resnet32-d509ac18.th --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz
+    """
+    from deepshrink.data import load_data
+    from deepshrink.metrics import evaluate
+    from deepshrink.models import resolve_model
+
+    data = load_data(data_spec)
+    model = resolve_model(
+        model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
+    )
+    metrics = evaluate(model, data, split=split, batch_size=batch_size)
+    console.print(f"top-1 {metrics['top1']:.2f} %   top-5 {metrics['top5']:.2f} %   ({metrics['n']} {split} images)")
+    write_json_file(json_path, metrics)
+
+
+@click.command()
+@model_options
+@click.option("--input-size", default=None, help="CxHxW of one example, e.g. 3x32x32 (default: the model's).")
+@click.option("--num-classes", type=int, default=None, help="Classes of a zoo model (default: its registered count).")
+@click.option("--batch-sizes", default="1,64", show_default=True, help="Latency batch sizes.")
+@click.option("--runtimes", default="eager,ort", show_default=True, help="Latency runtimes: eager, ort.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the profile here.")
+def profile(model_name, weights, input_size, num_classes, batch_sizes, runtimes, json_path) -> None:
+    """Parameters, MACs, bytes on disk and latency (PyTorch eager and ONNX Runtime).
+
+    Example: deepshrink profile --model resnet32 --input-size 3x32x32 --json profile.json
+    """
+    from deepshrink.metrics import profile as run_profile
+    from deepshrink.models import resolve_model
+
+    size = parse_input_size(input_size)
+    model = resolve_model(model_name, weights=weights, num_classes=num_classes, input_size=size)
+    result = run_profile(
+        model, size, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+        runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
+    )
+    payload = result.to_dict()
+    print_kv_table(f"profile of {model_name}", {k: v for k, v in payload.items() if k != "macs_per_layer"})
+    write_json_file(json_path, payload)
+
+
+def register(group: click.Group) -> None:
+    for command in (demo, list_models_command, train, eval_command, profile):
+        group.add_command(command)
