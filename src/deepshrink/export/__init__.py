@@ -1,0 +1,45 @@
+"""Deployment export (ONNX via the TorchScript exporter) and ONNX Runtime sessions."""
+
+import sys
+import types
+
+from deepshrink.export.api import FORMATS, export
+from deepshrink.export.onnx_export import INPUT_NAME, OUTPUT_NAME, SPEC_METADATA_KEY, export_onnx
+from deepshrink.export.runtime import (
+    as_session,
+    check_onnx_matches,
+    onnx_latency_ms,
+    onnx_spec,
+    ort_session,
+    resolve_threads,
+    run_onnx,
+    session_threads,
+)
+
+__all__ = [
+    "FORMATS",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "SPEC_METADATA_KEY",
+    "as_session",
+    "check_onnx_matches",
+    "export",
+    "export_onnx",
+    "onnx_latency_ms",
+    "onnx_spec",
+    "ort_session",
+    "resolve_threads",
+    "run_onnx",
+    "session_threads",
+]
+
+
+class _CallableModule(types.ModuleType):
+    """`deepshrink.export` names both this package and the root verb. Once the package is imported,
+    Python binds the attribute to the module, so the module forwards calls to the `export` verb."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,102 @@
+"""Inference latency of a model in PyTorch eager mode and in ONNX Runtime, at a given batch size and
+thread count. Each runtime is a timer context: set up once (e.g. export to ONNX), then time any
+number of batch sizes."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from deepshrink.errors import ConfigError
+from deepshrink.export import export_onnx, onnx_latency_ms, ort_session, resolve_threads
+from deepshrink.export.common import check_batch, eval_mode, resolve_input_size
+from deepshrink.metrics.timing import Timing, time_callable
+
+# (batch, warmup, repeats) -> Timing
+BatchTimer = Callable[[int, int | None, int | None], Timing]
+
+
+class Runtime(str, Enum):
+    EAGER = "eager"
+    ORT = "ort"
+
+    @classmethod
+    def parse(cls, value: "str | Runtime") -> "Runtime":
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(r.value for r in cls)
+            raise ConfigError(f"unknown runtime '{value}'; choose one of: {allowed}") from None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def eager_timer(model: nn.Module, input_size: tuple[int, ...], threads: int) -> Iterator[BatchTimer]:
+    """Times `model(x)` in eval mode under inference_mode with `threads` intra-op threads."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def time_batch(batch: int, warmup: int | None, repeats: int | None) -> Timing:
+        x = torch.randn(batch, *input_size, device=device)
+
+        def call() -> None:
+            model(x)
+            sync()
+
+        return time_callable(call, threads=threads, warmup=warmup, repeats=repeats)
+
+    with eval_mode(model), torch.inference_mode(), torch_threads(threads):
+        yield time_batch
+
+
+@contextlib.contextmanager
+def ort_timer(model: nn.Module, input_size: tuple[int, ...], threads: int) -> Iterator[BatchTimer]:
+    """Exports `model` to a temporary ONNX file once and times ONNX Runtime CPU sessions on it."""
+    with tempfile.TemporaryDirectory(prefix="deepshrink-ort-") as tmp:
+        session = ort_session(export_onnx(model, Path(tmp) / "model.onnx", input_size), threads)
+
+        def time_batch(batch: int, warmup: int | None, repeats: int | None) -> Timing:
+            return onnx_latency_ms(session, batch, input_size, warmup=warmup, repeats=repeats)
+
+        yield time_batch
+
+
+TIMERS = {Runtime.EAGER: eager_timer, Runtime.ORT: ort_timer}
+
+
+def runtime_timer(model: nn.Module, runtime: str | Runtime, input_size: tuple[int, ...], threads: int):
+    """The timer context for `runtime` (see TIMERS)."""
+    return TIMERS[Runtime.parse(runtime)](model, input_size, threads)
+
+
+def latency_ms(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    batch: int = 1,
+    *,
+    runtime: str | Runtime = "eager",
+    threads: int | None = None,
+    warmup: int | None = None,
+    repeats: int | None = None,
+) -> Timing:
+    """Latency of one forward pass on a batch of `batch` random inputs. `threads` defaults to
+    PyTorch's current thread count; warm-up and repeats adapt to about one second when not given."""
+    size = resolve_input_size(model, input_size)
+    check_batch(batch)
+    with runtime_timer(model, runtime, size, resolve_threads(threads)) as time_batch:
+        return time_batch(batch, warmup, repeats)

@@ -1,0 +1,126 @@
+"""Typed pruning options, validated when built. Python callers and the CLI go through
+`parse_config`, which turns pydantic's errors into a ConfigError naming the field."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deepshrink.errors import ConfigError
+from deepshrink.pruning.selection import LayerSelection
+
+Ratio = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Policy(str, Enum):
+    UNIFORM = "uniform"  # the same ratio in every coupled group
+    GLOBAL = "global"  # one ranking over all groups (scores normalised per group)
+
+
+class Metric(str, Enum):
+    MACS = "macs"
+    PARAMS = "params"
+
+
+class Budget(BaseModel):
+    """Prune until the model keeps at most `keep` of the original MACs or parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: Metric = Metric.MACS
+    keep: float = Field(gt=0.0, le=1.0, description="fraction of the unpruned model's count to keep")
+
+
+class OneShot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["one_shot"] = "one_shot"
+
+
+class Iterative(BaseModel):
+    """Reach the target in `steps` equal steps of kept fraction, fine-tuning after each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["iterative"] = "iterative"
+    steps: int = Field(default=3, ge=2, le=50)
+
+
+Schedule = Annotated[Union[OneShot, Iterative], Field(discriminator="kind")]
+
+
+class Advanced(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tolerance: float = Field(default=1e-4, gt=0.0, description="max relative error of verified surgery")
+    verify_batch: int = Field(default=2, ge=1)
+    calibration_batches: int = Field(default=4, ge=1, description="batches used by taylor and hrank")
+    seed: int = 0
+    budget_tolerance: float = Field(default=0.01, gt=0.0, lt=0.5)
+
+
+class PruneConfig(BaseModel):
+    """Structured (channel) pruning. `ratio` is the fraction of each coupled group's channels removed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    criterion: str = "fpgm"
+    ratio: Ratio = 0.5
+    policy: Policy = Policy.UNIFORM
+    ratios: dict[str, Ratio] = Field(default_factory=dict, description="layer name or regex -> ratio")
+    protect: LayerSelection = LayerSelection()
+    protect_ends: bool = Field(default=True, description="leave the first convolution and the classifier untouched")
+    round_to: int = Field(default=8, ge=1, description="kept channels per group rounded to a multiple of this")
+    budget: Budget | None = None
+    schedule: Schedule = OneShot()
+    verify: bool = True
+    advanced: Advanced = Advanced()
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, value: str) -> str:
+        from deepshrink.pruning.importance import CRITERIA
+
+        CRITERIA.get(value)  # raises UnknownNameError listing close matches
+        return value
+
+
+class Scope(str, Enum):
+    LAYER = "layer"  # each layer reaches the sparsity
+    GLOBAL = "global"  # one magnitude threshold over all selected layers
+
+
+class UnstructuredConfig(BaseModel):
+    """Weight-level pruning: magnitude (layer-wise or global) or an N:M pattern such as 2:4."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sparsity: Ratio = 0.5
+    scope: Scope = Scope.LAYER
+    n_m: tuple[int, int] | None = Field(default=None, description="keep N of every M weights, e.g. (2, 4)")
+    protect: LayerSelection = LayerSelection()
+    protect_ends: bool = True
+
+    @field_validator("n_m")
+    @classmethod
+    def _valid_pattern(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 0 < value[0] < value[1]:
+            raise ValueError(f"N:M pattern needs 0 < N < M, got {value[0]}:{value[1]}")
+        return value
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def parse_config(cls: type[C], config: C | dict[str, Any] | None = None, **overrides: Any) -> C:
+    """Build `cls` from an instance, a dict and/or keyword overrides; errors name the field."""
+    data: dict[str, Any] = {}
+    if isinstance(config, cls):
+        data = config.model_dump(exclude_unset=True)
+    elif isinstance(config, dict):
+        data = dict(config)
+    elif config is not None:
+        raise ConfigError(f"config must be a {cls.__name__} or a dict, got {type(config).__name__}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or cls.__name__
+        raise ConfigError(f"{cls.__name__} field '{field}': {first['msg']} (got {first.get('input')!r})") from None

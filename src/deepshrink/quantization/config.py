@@ -1,0 +1,134 @@
+"""Typed options of `deepshrink.quantize`. Built once at the edge; a bad value raises ConfigError
+naming the field, so nothing downstream re-checks it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deepshrink.errors import ConfigError
+from deepshrink.quantization.primitives import MAX_BITS, MIN_BITS
+from deepshrink.training.config import TrainConfig, format_errors
+
+
+class Method(str, Enum):
+    PTQ = "ptq"
+    QAT = "qat"
+
+
+class ObserverName(str, Enum):
+    MINMAX = "minmax"
+    MOVING_AVERAGE = "moving_average"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    KL = "kl"
+
+
+class WeightQuantizer(str, Enum):
+    MINMAX = "minmax"  # per-channel max |w| (PTQ default; plain STE during QAT)
+    MSE = "mse"  # per-channel clipping that minimises the weight's quantisation MSE
+    LSQ = "lsq"  # learnable step size (Esser et al. 2020)
+    DOREFA = "dorefa"  # tanh-normalised weights (Zhou et al. 2016)
+    BWN = "bwn"  # binary weights, per-channel scale mean |w| (Rastegari et al. 2016)
+    TWN = "twn"  # ternary weights with threshold 0.7 mean |w| (Li et al. 2016)
+
+
+class ActQuantizer(str, Enum):
+    OBSERVER = "observer"  # range fixed by the calibration observer (PTQ default)
+    LSQ = "lsq"  # learnable step size
+    PACT = "pact"  # learnable clipping level alpha (Choi et al. 2018)
+    BINARY = "binary"  # sign(x) * mean |x| (XNOR-Net inputs)
+
+
+# Weight quantisers whose bit-width is fixed by their definition.
+FIXED_WEIGHT_BITS = {WeightQuantizer.BWN: 1, WeightQuantizer.TWN: 2}
+DEFAULT_WEIGHT = {Method.PTQ: WeightQuantizer.MINMAX, Method.QAT: WeightQuantizer.LSQ}
+DEFAULT_ACT = {Method.PTQ: ActQuantizer.OBSERVER, Method.QAT: ActQuantizer.LSQ}
+
+class Advanced(BaseModel):
+    """Rarely changed knobs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fold_bn: bool = Field(True, description="fold BatchNorm into the preceding conv/linear first")
+    equalize: bool = Field(False, description="cross-layer equalisation before quantising")
+    bias_correction: bool = Field(False, description="correct the mean output shift of quantised weights")
+    per_channel: bool = Field(True, description="per-output-channel weight scales")
+    percentile: float = Field(99.99, gt=50, le=100, description="percentile observer: kept mass in %")
+    histogram_bins: int = Field(2048, ge=64, le=16384)
+    averaging_constant: float = Field(0.01, gt=0, le=1, description="moving-average observer update rate")
+    calibration_batch_size: int = Field(64, ge=1)
+
+
+class QuantizeConfig(BaseModel):
+    """What to quantise and how. `bits` is the weight (and default activation) bit-width;
+    `first_last_bits` keeps the first conv and the last layer at that precision (None: same as
+    the others); `keep_float` names layers (fnmatch patterns) to leave in floating point;
+    `layer_bits` overrides weight bits per layer (what mixed precision fills in)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = Method.PTQ
+    bits: int = Field(8, ge=MIN_BITS, le=MAX_BITS)
+    act_bits: int | None = Field(None, ge=MIN_BITS, le=MAX_BITS, description="None: same as bits (8 for bwn/twn)")
+    observer: ObserverName = ObserverName.MINMAX
+    weight: WeightQuantizer | None = Field(None, description="None: minmax for ptq, lsq for qat")
+    activation: ActQuantizer | None = Field(None, description="None: observer for ptq, lsq for qat")
+    first_last_bits: int | None = Field(8, ge=MIN_BITS, le=MAX_BITS)
+    keep_float: tuple[str, ...] = ()
+    layer_bits: dict[str, int] = Field(default_factory=dict)
+    calibration_size: int = Field(512, ge=1, description="images used to calibrate")
+    train: TrainConfig | None = Field(None, description="QAT fine-tuning options (training engine)")
+    advanced: Advanced = Field(default_factory=Advanced)
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            super().__init__(**options)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid QuantizeConfig: {format_errors(exc, type(self))}") from None
+
+    @field_validator("bits", "first_last_bits", mode="before")
+    @classmethod
+    def _bits_type(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (value is not None and not isinstance(value, int)):
+            raise ValueError(f"a bit-width must be an integer from {MIN_BITS} to {MAX_BITS}")
+        return value
+
+    @field_validator("layer_bits")
+    @classmethod
+    def _layer_bits(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if not MIN_BITS <= v <= MAX_BITS}
+        if bad:
+            raise ValueError(f"bit-widths must be {MIN_BITS}..{MAX_BITS}; got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "QuantizeConfig":
+        weight = self.weight or DEFAULT_WEIGHT[self.method]
+        activation = self.activation or DEFAULT_ACT[self.method]
+        fixed = FIXED_WEIGHT_BITS.get(weight)
+        if fixed is not None and "bits" in self.model_fields_set and self.bits != fixed:
+            raise ValueError(f"bits: weight quantizer '{weight.value}' is {fixed}-bit by definition, got bits={self.bits}")
+        if self.method is Method.PTQ and weight in (WeightQuantizer.LSQ, WeightQuantizer.DOREFA):
+            raise ValueError(f"weight: '{weight.value}' is a training-time quantizer; use method 'qat'")
+        if self.method is Method.PTQ and activation not in (ActQuantizer.OBSERVER, ActQuantizer.BINARY):
+            raise ValueError(f"activation: '{activation.value}' learns its range; use method 'qat'")
+        act_bits = self.act_bits or (8 if fixed is not None else self.bits)
+        if activation is ActQuantizer.BINARY:
+            act_bits = 1
+        object.__setattr__(self, "weight", weight)
+        object.__setattr__(self, "activation", activation)
+        object.__setattr__(self, "bits", fixed or self.bits)
+        object.__setattr__(self, "act_bits", act_bits)
+        return self
+
+    @classmethod
+    def coerce(cls, config: "QuantizeConfig | dict[str, Any] | None", **overrides: Any) -> "QuantizeConfig":
+        """A config from itself, a dict (a recipe section) or None, with keyword overrides."""
+        if isinstance(config, cls):
+            return cls(**{**config.model_dump(exclude_unset=True), **overrides}) if overrides else config
+        if config is None or isinstance(config, dict):
+            return cls(**{**(config or {}), **overrides})
+        raise ConfigError(f"config: expected a QuantizeConfig or a dict, got {type(config).__name__}")

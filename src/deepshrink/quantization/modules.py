@@ -1,0 +1,76 @@
+"""Quantised layers swapped in for nn.Conv1d/Conv2d/nn.Linear: the same parameters (so state
+dicts keep their names) plus a `weight_quant` submodule applied on every forward."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepshrink.quantization.weight_quant import WeightQuant
+
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class QuantMixin:
+    """Shared by the quantised layers: build from a float layer, give back the float layer."""
+
+    weight: nn.Parameter
+    weight_quant: WeightQuant
+
+    @classmethod
+    def from_float(cls, layer: nn.Module, weight_quant: WeightQuant, *, init: bool = True) -> nn.Module:
+        new = rebuild(cls, layer)
+        new.weight_quant = weight_quant
+        if init:
+            weight_quant.init(layer.weight)
+        return new
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight_quant(self.weight)
+
+    def to_float(self) -> nn.Module:
+        """The plain float layer with the same (unquantised) parameters."""
+        return rebuild(FLOAT_OF[type(self)], self)
+
+
+def rebuild(cls: type[nn.Module], layer: nn.Module) -> nn.Module:
+    """An instance of `cls` with the hyper-parameters of `layer` and its very parameter objects."""
+    if isinstance(layer, nn.Linear):
+        args = dict(in_features=layer.in_features, out_features=layer.out_features)
+    else:
+        args = dict(
+            in_channels=layer.in_channels, out_channels=layer.out_channels, kernel_size=layer.kernel_size,
+            stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+            padding_mode=layer.padding_mode,
+        )
+    new = cls(**args, bias=layer.bias is not None, device="meta")
+    new.weight = layer.weight
+    new.bias = layer.bias
+    new.train(layer.training)
+    return new
+
+
+class QuantConv1d(QuantMixin, nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantConv2d(QuantMixin, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+class QuantLinear(QuantMixin, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+QUANT_OF: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+FLOAT_OF = {q: f for f, q in QUANT_OF.items()}
+QUANT_LAYERS = tuple(QUANT_OF.values())
+
+
+def quant_class(layer: nn.Module) -> type[nn.Module] | None:
+    """The quantised class for an exact float layer type (subclasses are not assumed compatible)."""
+    return QUANT_OF.get(type(layer))

@@ -1,0 +1,171 @@
+"""Weight quantisers: modules mapping a float weight to its fake-quantised value (differentiable
+by the straight-through estimator) and to the integer codes the int8 deployment stores.
+
+Every weight grid is signed and symmetric (zero point 0), per output channel by default, so each
+quantiser deploys as int8 codes + one float scale per channel (ONNX DequantizeLinear, axis 0)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from deepshrink.quantization.config import WeightQuantizer
+from deepshrink.quantization.observers import weight_range
+from deepshrink.quantization.primitives import (
+    QuantGrid,
+    binary_scale,
+    channel_view,
+    compute_qparams,
+    fake_quantize,
+    grad_scale,
+    quantize,
+    reduce_dims,
+    round_ste,
+    ternary_threshold,
+)
+from deepshrink.registry import Registry
+
+WEIGHT_QUANTIZERS: Registry[type["WeightQuant"]] = Registry("weight quantizer")
+
+
+class WeightQuant(nn.Module):
+    """Base: `scale` holds one step size per channel (or one for the tensor); `init(w)` sets it
+    from the trained weight; `forward(w)` fake-quantises; `integer(w)` gives (codes, scale)."""
+
+    fixed_bits: int | None = None
+
+    def __init__(self, bits: int, channels: int, per_channel: bool = True) -> None:
+        super().__init__()
+        self.bits = self.fixed_bits or bits
+        self.axis = 0 if per_channel else None
+        self.grid = QuantGrid(self.bits, signed=True, symmetric=True, narrow=True)
+        self.register_buffer("scale", torch.ones(channels if per_channel else ()))
+
+    def init(self, w: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.scale.copy_(self.compute_scale(w.detach()))
+
+    def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
+        if self.grid.binary:
+            return binary_scale(w, self.axis)
+        return compute_qparams(*weight_range(w, self.grid, self.axis, search=False), self.grid)[0]
+
+    def step(self) -> torch.Tensor:
+        return self.scale
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.training and not isinstance(self.scale, nn.Parameter):  # weights move during QAT
+            self.init(w)
+        return fake_quantize(w, self.step(), torch.zeros_like(self.scale), self.grid, self.axis)
+
+    @torch.no_grad()
+    def integer(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int codes in [-127, 127], per-channel scale) with codes * scale == forward(w)."""
+        scale = channel_scale(self.step().detach(), w)
+        return quantize(w, scale, torch.zeros_like(scale), self.grid, 0), scale.clone()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.axis is not None}"
+
+
+def channel_scale(scale: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return scale.expand(w.shape[0]) if scale.dim() == 0 else scale
+
+
+WEIGHT_QUANTIZERS.register(WeightQuantizer.MINMAX.value)(WeightQuant)
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.MSE.value)
+class MSEWeightQuant(WeightQuant):
+    """Per-channel clipping chosen to minimise the weight's quantisation MSE (helps below 8 bits)."""
+
+    def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
+        if self.grid.binary:
+            return binary_scale(w, self.axis)
+        return compute_qparams(*weight_range(w, self.grid, self.axis, search=True), self.grid)[0]
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.BWN.value)
+class BinaryWeightQuant(WeightQuant):
+    """BWN / XNOR-Net weights: sign(w) * mean |w| per channel."""
+
+    fixed_bits = 1
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.LSQ.value)
+class LSQWeightQuant(MSEWeightQuant):
+    """Learned step size (Esser et al. 2020): the scale is a parameter trained with the weights;
+    its gradient is scaled by 1 / sqrt(N * Q_p). Initialised at the MSE-optimal step."""
+
+    def __init__(self, bits: int, channels: int, per_channel: bool = True) -> None:
+        super().__init__(bits, channels, per_channel)
+        self.scale = nn.Parameter(self.scale.clone())
+
+    def step(self) -> torch.Tensor:
+        return self.scale.abs() + 1e-8
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        per_step = w.numel() / self.scale.numel()
+        step = grad_scale(self.step(), 1.0 / math.sqrt(per_step * max(self.grid.qmax, 1)))
+        return fake_quantize(w, step, torch.zeros_like(self.scale), self.grid, self.axis)
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.DOREFA.value)
+class DoReFaWeightQuant(WeightQuant):
+    """DoReFa-Net weights: w_n = tanh(w) / (2 max |tanh w|) + 1/2 is quantised to k bits on [0, 1]
+    and mapped back to 2 q - 1, per channel, then rescaled by max |w| so folded-BN weights keep
+    their magnitude. The grid has 2^k levels without zero: codes are odd integers in
+    [-(2^k - 1), 2^k - 1], which fit int8 for k <= 7."""
+
+    def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
+        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        return w.abs().amax(dim=dims).clamp(min=1e-8) / (2**self.bits - 1)
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        """Odd integer codes (float, with STE) in [-n, n], n = 2^k - 1."""
+        n = 2**self.bits - 1
+        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        t = torch.tanh(w)
+        t_max = channel_view(t.abs().amax(dim=dims).clamp(min=1e-8), w, self.axis).detach()
+        unit = t / (2 * t_max) + 0.5
+        return 2 * round_ste(unit * n) - n
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        self.init(w)
+        return self.codes(w) * channel_view(self.scale, w, self.axis)
+
+    @torch.no_grad()
+    def integer(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codes(w).round().to(torch.int32), channel_scale(self.scale, w).clone()
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.TWN.value)
+class TernaryWeightQuant(WeightQuant):
+    """Ternary weight networks: alpha * {-1, 0, +1} with threshold 0.7 mean |w| per channel;
+    the gradient passes straight through to the float weight."""
+
+    fixed_bits = 2
+
+    def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
+        return ternary_threshold(w, self.axis)[1]
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor:
+        delta, _ = ternary_threshold(w.detach(), self.axis)
+        return torch.sign(w.detach()) * (w.detach().abs() > channel_view(delta, w, self.axis))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.init(w)
+        hard = self.codes(w) * channel_view(self.scale, w, self.axis)
+        return w + (hard - w).detach()
+
+    @torch.no_grad()
+    def integer(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codes(w).to(torch.int32), channel_scale(self.scale, w).clone()
+
+
+def build_weight_quant(kind: WeightQuantizer | str, bits: int, channels: int, per_channel: bool) -> WeightQuant:
+    name = kind.value if isinstance(kind, WeightQuantizer) else kind
+    return WEIGHT_QUANTIZERS.get(name)(bits, channels, per_channel)

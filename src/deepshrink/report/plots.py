@@ -1,0 +1,72 @@
+"""The plots of a run report, drawn with matplotlib's Agg backend into PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def accuracy_tradeoff(stages: list[dict], x_key: str, x_label: str, path: Path) -> Path | None:
+    points = [(s[x_key] if x_key != "latency" else s.get("latency_ms", {}).get("ort_b64"), s.get("top1"), s["name"])
+              for s in stages]
+    points = [p for p in points if p[0] is not None and p[1] is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs, ys, names = zip(*points)
+    ax.plot(xs, ys, "o-", color="tab:blue")
+    for x, y, name in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("top-1 (%)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def per_layer_bars(before: dict[str, float], after: dict[str, float], ylabel: str, path: Path) -> Path | None:
+    names = [n for n in before if before[n]]
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.22), 4))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [before[n] for n in names], width=0.4, label="before")
+    ax.bar([x + 0.2 for x in xs], [after.get(n, 0) for n in names], width=0.4, label="after")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return _save(fig, path)
+
+
+def training_curves(stages: list[dict], path: Path) -> Path | None:
+    trained = [s for s in stages if s.get("history")]
+    if not trained:
+        return None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    offset = 0
+    for stage in trained:
+        history = stage["history"]
+        epochs = [offset + i + 1 for i in range(len(history))]
+        loss_ax.plot(epochs, [h.get("train_loss") for h in history], label=stage["name"])
+        if any(h.get("val_top1") is not None for h in history):
+            acc_ax.plot(epochs, [h.get("val_top1") for h in history], label=stage["name"])
+        offset += len(history)
+    loss_ax.set_xlabel("epoch (across steps)")
+    loss_ax.set_ylabel("train loss")
+    acc_ax.set_xlabel("epoch (across steps)")
+    acc_ax.set_ylabel("validation top-1 (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
