@@ -10,7 +10,8 @@ import torch
 
 SHARED = Path(os.environ.get("DEEPSHRINK_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: small test tensors run faster without intra-op sync, and results are reproducible.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

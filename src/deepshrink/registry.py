@@ -19,7 +19,7 @@ class Registry(Generic[T]):
         self._meta: dict[str, dict] = {}
 
     def register(self, name: str | None = None, **meta) -> Callable[[T], T]:
-        """Decorator: `@MODELS.register("resnet20", params=272_474)`."""
+        """Decorator: `@MODELS.register("resnet20", params=269_722)`."""
 
         def decorator(obj: T) -> T:
             key = name or getattr(obj, "__name__", None)

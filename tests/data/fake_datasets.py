@@ -45,10 +45,12 @@ def write_cifar(folder: Path, n_train=4, n_test=3, protocol=2) -> tuple[np.ndarr
     test = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
     for b in range(5):
         rows = train[b * n_train : (b + 1) * n_train]
-        record = {b"batch_label": b"training batch", b"data": rows, b"labels": [(b * n_train + i) % 10 for i in range(n_train)]}
+        labels = [(b * n_train + i) % 10 for i in range(n_train)]
+        record = {b"batch_label": b"training batch", b"data": rows, b"labels": labels}
         (folder / f"data_batch_{b + 1}").write_bytes(pickle.dumps(record, protocol=protocol))
     record = {b"data": test, b"labels": [i % 10 for i in range(n_test)]}
     (folder / "test_batch").write_bytes(pickle.dumps(record, protocol=protocol))
-    names = [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")]
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    names = [n.encode() for n in classes]
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=protocol))
     return train, test

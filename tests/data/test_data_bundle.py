@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepshrink.data import DataSpec, ImageSet, channel_stats, describe, load_data, stratified_split, subset
 from deepshrink.errors import ConfigError, DataError
@@ -58,6 +60,21 @@ def test_stratified_split_exact_total_and_disjoint():
     assert np.bincount(labels[held], minlength=3).tolist() == [2, 2, 3]
     keep0, held0 = stratified_split(labels, 0.0, seed=4)
     assert len(held0) == 0 and len(keep0) == 23
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 40), min_size=1, max_size=6),
+    fraction=st.floats(0.0, 0.95),
+    seed=st.integers(0, 2**31),
+)
+def test_stratified_split_properties(counts, fraction, seed):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    keep, held = stratified_split(labels, fraction, seed)
+    assert np.array_equal(np.sort(np.concatenate([keep, held])), np.arange(len(labels)))  # partition
+    assert len(held) == round(fraction * len(labels))
+    per_class = np.bincount(labels[held], minlength=len(counts))
+    assert np.all(np.abs(per_class - fraction * np.array(counts)) < 1)  # within one of the exact share
 
 
 def test_val_fraction_zero_gives_empty_val():

@@ -46,7 +46,8 @@ def test_missing_batch_is_named(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar(folder)
     (folder / "data_batch_3").unlink()
-    with pytest.raises(DataError, match=rf"{folder}/data_batch_3: not found; expected .*data_batch_1..5 and test_batch"):
+    expected = rf"{folder}/data_batch_3: not found; expected .*data_batch_1..5 and test_batch"
+    with pytest.raises(DataError, match=expected):
         load_data(f"cifar10:{tmp_path}")
 
 
@@ -64,7 +65,8 @@ def test_pickle_with_other_callables_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     record = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"x": _Exploit(str(marker))}
     (folder / "test_batch").write_bytes(pickle.dumps(record, protocol=2))
-    with pytest.raises(DataError, match=rf"{folder}/test_batch: not a readable CIFAR-10 batch \(refusing to load posix.mkdir\)"):
+    expected = rf"{folder}/test_batch: not a readable CIFAR-10 batch \(refusing to load \w+\.mkdir\)"
+    with pytest.raises(DataError, match=expected):
         load_data(f"cifar10:{folder}")
     assert not marker.exists()
 

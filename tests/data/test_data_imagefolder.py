@@ -124,13 +124,21 @@ def test_gray_images_give_one_channel_and_cifar_like_sets_get_zoo_stats(tmp_path
     for split in ("train", "test"):
         for cls in ("b", "a"):
             (gray / split / cls).mkdir(parents=True)
-            Image.fromarray(np.full((4, 4), 9 if cls == "a" else 200, np.uint8), mode="L").save(gray / split / cls / "x.png")
+            Image.fromarray(np.full((4, 4), 9 if cls == "a" else 200, np.uint8)).save(gray / split / cls / "x.png")
     bundle = _load(gray, tmp_path / "cache")
     assert bundle.input_size == (1, 4, 4) and bundle.classes == ("a", "b")
     assert bundle.train.images[:, 0, 0, 0].tolist() == [9, 200]
     cifar_like = write_folder(tmp_path / "c32", size=(32, 32), ext="jpg")
     bundle = _load(cifar_like, tmp_path / "cache")
     assert (bundle.mean, bundle.std) == (CIFAR_MEAN, CIFAR_STD)
+
+
+def test_truncated_archive_is_named(tiny_folder, tmp_path):
+    archive = make_tar(tiny_folder, tmp_path / "set.tar", "tiny")  # uncompressed: cut mid-member
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=rf"{archive}: not a readable .tar/.tar.gz archive"):
+        _load(archive, tmp_path / "cache")
 
 
 def test_not_a_folder_or_archive(tmp_path):

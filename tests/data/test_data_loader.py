@@ -56,7 +56,9 @@ def test_eval_loader_is_sequential_unaugmented_and_keeps_the_tail():
 @pytest.mark.parametrize("train, n, world", [(True, 103, 4), (False, 103, 4), (False, 8, 3)])
 def test_shards_are_disjoint_cover_and_equal_length(train, n, world):
     data = _set(n)
-    loaders = [BatchLoader(data, 8, train=train, mean=MEAN, std=STD, seed=5, rank=r, world_size=world) for r in range(world)]
+    loaders = [
+        BatchLoader(data, 8, train=train, mean=MEAN, std=STD, seed=5, rank=r, world_size=world) for r in range(world)
+    ]
     seen = [torch.cat([y for _, y in _epoch(loader, 1)]) for loader in loaders]
     assert len({len(loader) for loader in loaders}) == 1
     assert len({len(s) for s in seen}) == 1
@@ -94,14 +96,13 @@ def test_crops_are_windows_of_the_padded_source():
     padded = F.pad(data.images, (pad,) * 4)
     flips = 0
     for img, idx in zip(x, y.tolist()):
-        windows = [
-            (mirror, normalize(w, scale, shift)[0])
-            for top in range(2 * pad + 1)
-            for left in range(2 * pad + 1)
-            for mirror, w in ((False, padded[idx : idx + 1, :, top : top + 8, left : left + 8]),)
-            + ((True, hflip(padded[idx : idx + 1, :, top : top + 8, left : left + 8])),)
-        ]
-        matches = [m for m, w in windows if torch.equal(img, w)]
+        matches = []
+        for top in range(2 * pad + 1):
+            for left in range(2 * pad + 1):
+                window = padded[idx : idx + 1, :, top : top + 8, left : left + 8]
+                for mirror in (False, True):
+                    if torch.equal(img, normalize(hflip(window) if mirror else window, scale, shift)[0]):
+                        matches.append(mirror)
         assert matches, f"sample {idx} is not a crop of its padded source"
         flips += matches[0]
     assert 4 <= flips <= 28  # about half flipped (binomial(32, 0.5) within +-4 sigma)
@@ -109,11 +110,11 @@ def test_crops_are_windows_of_the_padded_source():
 
 def test_crop_flip_primitive_and_flip_involution():
     images = _set(4).images
-    same = crop_flip(images, 0, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool))
-    assert torch.equal(same, images)
-    mirrored = crop_flip(images, 3, torch.full((4,), 3), torch.full((4,), 3), torch.ones(4, dtype=torch.bool))
+    zero, no, yes = torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool), torch.ones(4, dtype=torch.bool)
+    assert torch.equal(crop_flip(images, 0, zero, zero, no), images)
+    mirrored = crop_flip(images, 3, zero + 3, zero + 3, yes)  # centred window of a pad-3 copy, mirrored
     assert torch.equal(mirrored, hflip(images)) and torch.equal(hflip(hflip(images)), images)
-    shifted = crop_flip(images, 1, torch.zeros(4, dtype=torch.long), torch.full((4,), 2), torch.zeros(4, dtype=torch.bool))
+    shifted = crop_flip(images, 1, zero, zero + 2, no)  # one row down, one column left
     assert torch.equal(shifted[:, :, 1:, :7], images[:, :, :7, 1:]) and int(shifted[:, :, 0].abs().sum()) == 0
 
 

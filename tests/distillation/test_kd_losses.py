@@ -212,12 +212,12 @@ def test_fitnet_adapter_learns_to_bridge_a_pruned_width():
     loss = FitNetLoss([(4, 6, 6)], [(8, 6, 6)])
     optimizer = torch.optim.Adam(loss.parameters(), lr=0.05)
     start = loss(student, teacher).item()
-    for _ in range(200):
+    for _ in range(60):
         optimizer.zero_grad()
         value = loss(student, teacher)
         value.backward()
         optimizer.step()
-    assert value.item() < 0.05 * start
+    assert value.item() < 0.02 * start
 
 
 def test_feature_loss_errors():

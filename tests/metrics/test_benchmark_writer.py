@@ -46,7 +46,9 @@ def test_json_has_the_schema_and_md_one_line_per_row(tmp_path):
 
 
 def test_notes_are_kept(tmp_path):
-    json_path, md_path = write_benchmark("n", _rows()[:1], command="x", budget="1 min", out_dir=tmp_path, notes="CPU only.")
+    json_path, md_path = write_benchmark(
+        "n", _rows()[:1], command="x", budget="1 min", out_dir=tmp_path, notes="CPU only."
+    )
     assert json.loads(json_path.read_text())["notes"] == "CPU only."
     assert md_path.read_text().rstrip().endswith("CPU only.")
 

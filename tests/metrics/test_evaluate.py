@@ -89,3 +89,10 @@ def test_bad_split_and_data():
         evaluate(Lookup(TABLE), _bundle(), split="val")
     with pytest.raises(ConfigError, match="data must be a DataBundle or a data spec string"):
         evaluate(Lookup(TABLE), [1, 2, 3])
+
+
+def test_a_data_spec_string_is_loaded():
+    import deepshrink
+
+    result = evaluate(deepshrink.create_model("digits_cnn"), "digits", batch_size=32, limit_batches=1)
+    assert result["n"] == 32 and 0.0 <= result["top1"] <= result["top5"] <= 100.0

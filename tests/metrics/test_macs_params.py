@@ -57,7 +57,9 @@ def _resnet_cifar_macs(n: int) -> int:
     return stem + fc + 2 * strided + (6 * n - 2) * full
 
 
-@pytest.mark.parametrize(("name", "n", "approx"), [("resnet20", 3, 40.6e6), ("resnet32", 5, 68.9e6), ("resnet56", 9, 125.5e6)])
+@pytest.mark.parametrize(
+    ("name", "n", "approx"), [("resnet20", 3, 40.6e6), ("resnet32", 5, 68.9e6), ("resnet56", 9, 125.5e6)]
+)
 def test_cifar_resnet_macs_match_the_hand_count(name, n, approx):
     total, per_layer = macs(deepshrink.create_model(name))
     assert total == _resnet_cifar_macs(n)

@@ -41,7 +41,9 @@ def test_pad_widths_are_plain_ints_read_at_call_time() -> None:
 def strided_slices(path) -> int:
     """ONNX Slice nodes with a step other than ±1, i.e. image subsampling (ncnn has no such op)."""
     graph = onnx.load(str(path)).graph
-    constants = {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    constants = {
+        n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"
+    }
     constants |= {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
     steps = [constants[n.input[4]] for n in graph.node if n.op_type == "Slice" and len(n.input) == 5]
     return sum(bool((abs(s) != 1).any()) for s in steps)

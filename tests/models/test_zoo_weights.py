@@ -43,7 +43,8 @@ def test_deeper_checkpoint_names_the_first_unexpected_tensor(shared_dir) -> None
 
 def test_class_count_mismatch_names_the_classifier(shared_dir) -> None:
     path = shared_dir / "weights" / "cifar10-jpeg" / "resnet32.pth"
-    with pytest.raises(CheckpointError, match=r"tensor 'linear\.weight' has shape \(10, 64\), model expects \(100, 64\)"):
+    message = r"tensor 'linear\.weight' has shape \(10, 64\), model expects \(100, 64\)"
+    with pytest.raises(CheckpointError, match=message):
         load_weights(create_model("resnet32", num_classes=100), path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _training_fakes import make_data, tiny_cnn  # noqa: E402
+from _training_fixtures import make_data, tiny_cnn  # noqa: E402
 
 KILL_ENV = "DEEPSHRINK_TEST_KILL_AT_STEP"
 

@@ -43,6 +43,6 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
 
 def _initial() -> dict[str, torch.Tensor]:
-    from _training_fakes import tiny_cnn
+    from _training_fixtures import tiny_cnn
 
     return tiny_cnn().state_dict()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _training_fakes import make_data, tiny_cnn
+from _training_fixtures import make_data, tiny_cnn
+from rich.console import Console
 
+from deepshrink.data import ImageSet
 from deepshrink.errors import ConfigError
 from deepshrink.training import HOOKS, CrossEntropyObjective, TrainConfig, train
+from deepshrink.training.progress import EpochProgress
 
 
 def _config(**overrides) -> TrainConfig:
@@ -35,7 +41,7 @@ def test_eval_every_and_empty_val_split():
     data = make_data()
     history = train(tiny_cnn(), data, _config(epochs=3, eval_every=2)).history
     assert ["val_top1" in r for r in history] == [False, True, True]  # every 2nd and the last
-    no_val = type(data)(**{**data.__dict__, "val": type(data.val)(data.val.images[:0], data.val.labels[:0])})
+    no_val = dataclasses.replace(data, val=ImageSet(data.val.images[:0], data.val.labels[:0]))
     assert all("val_loss" not in r for r in train(tiny_cnn(), no_val, _config()).history)
 
 
@@ -133,3 +139,18 @@ def test_too_large_batch_and_bad_config_name_the_field():
 def test_adamw_onecycle_run_learns():
     result = train(tiny_cnn(), make_data(), _config(epochs=3, optimizer="adamw", lr=0.02, schedule="onecycle"))
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_progress_bar_only_on_a_terminal():
+    assert not EpochProgress(True, 3).active  # pytest captures stderr: not a terminal
+    assert not EpochProgress(False, 3, console=Console(file=io.StringIO(), force_terminal=True)).active
+    out = io.StringIO()
+    bar = EpochProgress(True, 3, every=4, console=Console(file=out, force_terminal=True, width=120))
+    bar.start_epoch(0, 8)
+    assert [bar.due(step) for step in range(1, 9)] == [False, False, False, True] * 2
+    bar.update(4, 1.2345, 250.0)
+    bar.end_epoch({"epoch": 1, "lr": 0.1, "train_loss": 1.2, "train_top1": 40.0, "images_per_s": 250.0, "seconds": 2.0})
+    bar.close()
+    text = out.getvalue()
+    assert "epoch 1/3" in text and "250 img/s" in text and "loss 1.2345" in text and "eta" in text
+    assert "epoch 1 | lr 0.1 | train loss 1.2000 | top-1 40.00% | 250 img/s, 2.0s" in text

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from _train_script import KILL_ENV, train_once
-from _training_fakes import make_data, tiny_cnn
+from _training_fixtures import make_data, tiny_cnn
 
 from deepshrink.errors import CheckpointError, ConfigError
 from deepshrink.fileio import read_json, safe_torch_load

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
-def crop_flip(images: torch.Tensor, pad: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+def crop_flip(
+    images: torch.Tensor, pad: int, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
     """Crop each image of `[B, C, H, W]` at (top, left) in its zero-padded copy and mirror the
     ones where `flip` is true. Offsets are in [0, 2 * pad]; the output keeps the input's shape."""
     b, c, h, w = images.shape

@@ -25,7 +25,8 @@ class ImageSet:
             raise DataError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
             raise DataError(
-                f"labels must be int64 [{images.shape[0]}] to match the images, got {labels.dtype} {tuple(labels.shape)}"
+                f"labels must be int64 [{images.shape[0]}] to match the images, "
+                f"got {labels.dtype} {tuple(labels.shape)}"
             )
         # Frozen dataclass: normalise layout once here so every consumer can rely on it.
         object.__setattr__(self, "images", images.contiguous())

@@ -78,7 +78,7 @@ def decode_all(
     arrays: list[np.ndarray] = []
     start = time.perf_counter()
     console = Console(stderr=True)
-    columns = (TextColumn("[bold]decoding[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(label, total=total)
         pool = _pool() if second is not None and MAX_WORKERS > 1 else None

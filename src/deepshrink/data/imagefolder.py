@@ -99,9 +99,9 @@ def _stack(arrays: list[np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
 
 
-def _decode_source(path: Path, image_size: tuple[int, int] | None) -> dict[str, np.ndarray]:
-    if path.is_dir():
-        rels = _dir_files(path)
+def _decode_source(path: Path, rels: list[str] | None, image_size: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    """Decode a directory (its candidate files `rels`) or, when rels is None, an archive."""
+    if rels is not None:
         _layout([_place(r) for r in rels], path)  # fail before decoding anything
         where = f"{path}/"
         items = ((r, str(path / r)) for r in rels)
@@ -122,12 +122,6 @@ def _decode_source(path: Path, image_size: tuple[int, int] | None) -> dict[str, 
     return out
 
 
-def _fingerprint(path: Path) -> dict:
-    if path.is_dir():
-        return cache.files_fingerprint(path, _dir_files(path))
-    return cache.archive_fingerprint(path)
-
-
 def load_imagefolder(
     path: Path, *, cache_dir: Path | None, image_size: tuple[int, int] | None
 ) -> tuple[str, ImageSet, ImageSet, list[str]]:
@@ -135,11 +129,13 @@ def load_imagefolder(
     if not (path.is_dir() or (path.is_file() and tarfile.is_tarfile(path))):
         raise DataError(f"{path}: not a directory or a .tar/.tar.gz archive; expected {LAYOUT}")
     stem = next((path.name[: -len(s)] for s in _ARCHIVE_SUFFIXES if path.name.endswith(s)), path.name)
-    key = cache.cache_key(kind="imagefolder", source=_fingerprint(path), image_size=image_size)
+    rels = _dir_files(path) if path.is_dir() else None
+    source = cache.archive_fingerprint(path) if rels is None else cache.files_fingerprint(path, rels)
+    key = cache.cache_key(kind="imagefolder", source=source, image_size=image_size)
     entry = cache.cache_path(cache_dir or cache.default_cache_dir(), stem, key)
     arrays = cache.load_arrays(entry)
     if arrays is None:
-        arrays = _decode_source(path, image_size)
+        arrays = _decode_source(path, rels, image_size)
         cache.save_arrays(entry, arrays)
         log.info("cached %s at %s", path, entry)
     prefix = str(arrays["prefix"])

@@ -29,7 +29,9 @@ def resolve_input_size(model: nn.Module, input_size: Sequence[int] | None) -> tu
         input_size = spec.input_size
     size = tuple(input_size)
     if not size or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size):
-        raise ConfigError(f"input_size must be positive integers without the batch axis, e.g. (3, 32, 32); got {input_size!r}")
+        raise ConfigError(
+            f"input_size must be positive integers without the batch axis, e.g. (3, 32, 32); got {input_size!r}"
+        )
     return size
 
 

@@ -68,7 +68,7 @@ def export_onnx(
         raise ExportError(f"cannot export {name} to ONNX opset {opset}: {first_line(exc)}") from None
     proto = onnx.load_model_from_string(buffer.getvalue())
     spec = spec_of(model)
-    if spec is not None:  # lets deployed-model tools recover the input normalisation
+    if spec is not None:  # keep arch, classes and normalisation with the deployed graph
         onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: spec.model_dump_json()})
     try:
         onnx.checker.check_model(proto)

@@ -134,11 +134,13 @@ def onnx_latency_ms(
     size = tuple(input_size) if input_size is not None else _static_input_size(session)
     x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
     feed = {session.get_inputs()[0].name: x}
-    return time_callable(lambda: session.run(None, feed), threads=session_threads(session), warmup=warmup, repeats=repeats)
+    threads_used = session_threads(session)
+    return time_callable(lambda: session.run(None, feed), threads=threads_used, warmup=warmup, repeats=repeats)
 
 
 def _static_input_size(session: ort.InferenceSession) -> tuple[int, ...]:
     dims = session.get_inputs()[0].shape[1:]
     if not all(isinstance(d, int) for d in dims):
-        raise ConfigError(f"the ONNX graph's input shape {session.get_inputs()[0].shape} is not static: pass input_size")
+        shape = session.get_inputs()[0].shape
+        raise ConfigError(f"the ONNX graph's input shape {shape} is not static: pass input_size")
     return tuple(dims)

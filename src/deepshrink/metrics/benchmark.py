@@ -102,7 +102,9 @@ def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not row["name"]:
             raise ConfigError(f"benchmark row {index} must be a dict with a non-empty 'name'")
         if not isinstance(row.get("latency_ms", {}), dict):
-            raise ConfigError(f"benchmark row {index} ('{row['name']}'): latency_ms must be a dict like {{'ort_b1': 1.2}}")
+            raise ConfigError(
+                f"benchmark row {index} ('{row['name']}'): latency_ms must be a dict like {{'ort_b1': 1.2}}"
+            )
     return [dict(row) for row in rows]
 
 

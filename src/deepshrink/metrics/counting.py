@@ -37,7 +37,8 @@ def macs(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[int
             try:
                 counter = _count_flops(model, size, meta=False)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise ModelError(f"{model_name(model)} fails on an input of shape {(1, *size)}: {first_line(exc)}") from None
+                shape = (1, *size)
+                raise ModelError(f"{model_name(model)} fails on an input of shape {shape}: {first_line(exc)}") from None
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name != _GLOBAL}
     own = _own_counts(flops, root=type(model).__name__)
     per_layer = {name: count // 2 for name, count in own.items() if count > 0}

@@ -64,7 +64,8 @@ def resolve_data(data: Any) -> Any:
 
         return load_data(data)
     if not all(hasattr(data, attr) for attr in ("test", "num_classes", "mean", "std")):
-        raise ConfigError(f"data must be a DataBundle or a data spec string such as 'digits', got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"data must be a DataBundle or a data spec string such as 'digits', got {kind}")
     return data
 
 
@@ -112,7 +113,8 @@ def _split(bundle: Any, split: str) -> Any:
 
 def _check_logits(logits: torch.Tensor, bundle: Any, name: str) -> None:
     if logits.dim() != 2:
-        raise ModelError(f"{name} returns output of shape {tuple(logits.shape)}; evaluation needs logits [batch, classes]")
+        shape = tuple(logits.shape)
+        raise ModelError(f"{name} returns output of shape {shape}; evaluation needs logits [batch, classes]")
     if logits.shape[1] != bundle.num_classes:
         raise ModelError(
             f"{name} outputs {logits.shape[1]} classes but dataset '{_name(bundle)}' has {bundle.num_classes}"

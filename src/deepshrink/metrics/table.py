@@ -24,8 +24,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             if key in RATIO_FIELDS:
                 columns.append((f"{key} ×", lambda r, k=key: _ratio(base.get(k), r.get(k))))
     for key in _ordered(k for r in rows for k in r.get("latency_ms", {})):
-        columns.append((f"{key} ms", lambda r, k=key: _ms(r.get("latency_ms", {}).get(k))))
-        columns.append((f"{key} ×", lambda r, k=key: _ratio(base.get("latency_ms", {}).get(k), r.get("latency_ms", {}).get(k))))
+        columns.append((f"{key} ms", lambda r, k=key: _ms(_latency(r, k))))
+        columns.append((f"{key} ×", lambda r, k=key: _ratio(_latency(base, k), _latency(r, k))))
     extras = _ordered(k for r in rows for k, v in r.items() if k not in _STANDARD and _is_scalar(v))
     for key in extras:
         columns.append((key, lambda r, k=key: _scalar(r.get(k))))
@@ -33,6 +33,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
     body = ["| " + " | ".join(render(r) for _, render in columns) + " |" for r in rows]
     return "\n".join([header, rule, *body])
+
+
+def _latency(row: dict[str, Any], key: str) -> Any:
+    return row.get("latency_ms", {}).get(key)
 
 
 def _ordered(keys) -> list[str]:

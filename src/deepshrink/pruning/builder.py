@@ -85,6 +85,7 @@ class FeatureMap:
 @dataclass
 class Builder:
     gm: fx.GraphModule
+    model: nn.Module  # the traced model: traced-through modules (blocks, shortcuts) live only here
     uf: UnionFind = field(default_factory=UnionFind)
     slots: dict[tuple[str, str], Slot] = field(default_factory=dict)
     pins: dict[int, str] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class Builder:
     node: fx.Node | None = None
 
     def __post_init__(self) -> None:
-        self.modules = dict(self.gm.named_modules())
+        self.modules = dict(self.model.named_modules())
 
     # shapes -------------------------------------------------------------------------------
     def shape(self, node: fx.Node | None = None) -> tuple[int, ...]:

@@ -135,7 +135,7 @@ def build_graph(model: nn.Module, example_inputs=None, *, protect: Sequence[str]
     inputs = example_inputs_for(model, example_inputs)
     gm = trace(model, leaf_types())
     propagate_shapes(gm, inputs)
-    b = Builder(gm)
+    b = Builder(gm, model)
     _walk(b)
     slots = sorted(b.slots.values(), key=lambda s: s.order)
     protected = set(protect) | (_end_layers(slots) if protect_ends else set())

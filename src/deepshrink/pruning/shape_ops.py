@@ -96,7 +96,7 @@ def _index(b: Builder, x: Value, index) -> Value:
             continue
         if isinstance(item, slice):
             if dim == x.cdim and item != slice(None):
-                b.pin(x.atoms, f"{b.describe()} slices channels with constant bounds")
+                _pin_sliced(b, x, item)
                 atoms = x.atoms[item]
         elif isinstance(item, int):
             if dim == x.cdim:
@@ -106,6 +106,18 @@ def _index(b: Builder, x: Value, index) -> Value:
             raise b.unsupported("uses tensor (advanced) indexing")
         dim += 1
     return Value(atoms, cdim, b.shape())
+
+
+def _pin_sliced(b: Builder, x: Value, item: slice) -> None:
+    """Constant slice bounds fix the channels before them; channels past the bounds may still go."""
+    start, stop, step = item.start or 0, item.stop, item.step or 1
+    if any(v is DYNAMIC for v in (start, stop, step)):
+        fixed = x.channels
+    elif start < 0 or (stop is not None and stop < 0) or step != 1:
+        fixed = x.channels
+    else:
+        fixed = start if stop is None else min(stop, x.channels)
+    b.pin(x.atoms[:fixed], f"{b.describe()} slices channels with constant bounds")
 
 
 def _reshape(b: Builder, x: Value, literal_sizes: list | None) -> Value:

@@ -72,9 +72,12 @@ class ActQuant(nn.Module):
             return x
         return fake_quantize(x, self.step(x), self.zero_point, self.grid)
 
+    def current_scale(self) -> torch.Tensor:
+        return self.step(torch.empty(0)).detach()
+
     def deploy_params(self) -> tuple[float, int]:
         """(scale, integer zero point) of the deployed QuantizeLinear."""
-        return float(self.step(torch.empty(0)).detach()), int(self.zero_point)
+        return float(self.current_scale()), int(self.zero_point)
 
     def extra_repr(self) -> str:
         return f"bits={self.grid.bits}, signed={self.signed}, scale={float(self.scale.detach()):.4g}"

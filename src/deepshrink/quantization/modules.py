@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from deepshrink.quantization.primitives import round_ste
 from deepshrink.quantization.weight_quant import WeightQuant
 
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -28,6 +29,22 @@ class QuantMixin:
 
     def quantized_weight(self) -> torch.Tensor:
         return self.weight_quant(self.weight)
+
+    def link_input(self, quantizer: nn.Module | None) -> None:
+        """Remember the activation quantiser feeding this layer (not registered as a submodule:
+        it belongs to the graph) so the bias can live on the int32 grid s_x * s_w."""
+        object.__setattr__(self, "input_quant", quantizer)
+
+    def bias_scale(self) -> torch.Tensor | None:
+        quantizer = self.__dict__.get("input_quant")
+        if self.bias is None or quantizer is None or quantizer.calibrating:
+            return None
+        return (quantizer.current_scale() * self.weight_quant.step().detach()).expand(self.bias.shape[0])
+
+    def quantized_bias(self) -> torch.Tensor | None:
+        """The bias rounded to int32 codes of step s_x * s_w, as the int8 kernels add it."""
+        scale = self.bias_scale()
+        return self.bias if scale is None else round_ste(self.bias / scale) * scale
 
     def to_float(self) -> nn.Module:
         """The plain float layer with the same (unquantised) parameters."""
@@ -53,17 +70,17 @@ def rebuild(cls: type[nn.Module], layer: nn.Module) -> nn.Module:
 
 class QuantConv1d(QuantMixin, nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
 class QuantConv2d(QuantMixin, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
 
 
 class QuantLinear(QuantMixin, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.quantized_weight(), self.bias)
+        return F.linear(x, self.quantized_weight(), self.quantized_bias())
 
 
 QUANT_OF: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}

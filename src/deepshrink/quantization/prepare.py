@@ -15,10 +15,10 @@ import torch.fx as fx
 import torch.nn as nn
 
 from deepshrink.errors import ConfigError, ModelError, UnsupportedOpError
-from deepshrink.quantization.act_quant import build_act_quant
+from deepshrink.quantization.act_quant import ActQuant, build_act_quant
 from deepshrink.quantization.config import DEFAULT_ACT, DEFAULT_WEIGHT, ActQuantizer, QuantizeConfig
 from deepshrink.quantization.graph import finish, is_add, module_of, set_module, weighted_function_nodes
-from deepshrink.quantization.modules import QUANT_OF
+from deepshrink.quantization.modules import QUANT_LAYERS, QUANT_OF
 from deepshrink.quantization.weight_quant import build_weight_quant
 
 UNSUPPORTED_LAYERS = (
@@ -103,6 +103,15 @@ def _group(wanted: list[tuple[fx.Node, fx.Node, ActQuantizer, int]]) -> dict[str
         consumers = entries[by_key[key]]["consumers"]
         if consumer.name not in consumers:
             consumers.append(consumer.name)
+    # Other (float) users read the quantised tensor too: a tensor with a float reader would keep
+    # ONNX Runtime from fusing its producer into an int8 kernel (the graph output stays float).
+    assigned = {(e["after"], c) for e in entries.values() for c in e["consumers"]}
+    for producer, *_ in wanted:
+        primary = entries[producer.name]
+        for user in producer.users:
+            if user.op != "output" and (producer.name, user.name) not in assigned:
+                primary["consumers"].append(user.name)
+                assigned.add((producer.name, user.name))
     return entries
 
 
@@ -128,7 +137,16 @@ def apply_plan(graph_module: fx.GraphModule, plan: dict[str, Any], *, init: bool
             quantised = graph_module.graph.call_module(f"{ACT_MODULE}.{name}", (producer,))
         for consumer in spec["consumers"]:
             by_name[consumer].replace_input_with(producer, quantised)
+    _link_inputs(graph_module)
     return finish(graph_module)
+
+
+def _link_inputs(graph_module: fx.GraphModule) -> None:
+    for node in graph_module.graph.nodes:
+        layer = module_of(graph_module, node)
+        if isinstance(layer, QUANT_LAYERS) and node.args:
+            source = module_of(graph_module, node.args[0]) if isinstance(node.args[0], fx.Node) else None
+            layer.link_input(source if isinstance(source, ActQuant) else None)
 
 
 def act_quantizers(model: nn.Module) -> dict[str, nn.Module]:

@@ -8,7 +8,10 @@ progress; metrics are summed across ranks.
 
 BatchNorm statistics are per rank (no SyncBatchNorm): running stats are computed on each rank's
 shard and the ones saved are rank 0's. With small per-rank batches this differs slightly from a
-single-process run; BN-free models match it up to float rounding."""
+single-process run; BN-free models match it up to float rounding. Validation is sharded too; when
+the split does not divide by world_size the loader wraps round, so a few images count twice.
+Resume under DDP restores weights, optimiser and schedule exactly and rank 0's RNG state on every
+rank; bit-exact resume is promised for single-process CPU runs."""
 
 from __future__ import annotations
 
@@ -73,8 +76,8 @@ def setup(device: Device) -> DistContext:
 
 
 def teardown(ctx: DistContext) -> None:
+    # No barrier first: after an error on one rank a barrier would hang the others.
     if ctx.owns_group and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 
@@ -102,8 +105,3 @@ def average_gradients(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
         if param.grad is not None:
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
             param.grad.div_(ctx.world_size)
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()

@@ -14,10 +14,10 @@ log = logging.getLogger("deepshrink.training")
 
 
 class EpochProgress:
-    def __init__(self, enabled: bool, epochs: int, every: int = 10) -> None:
+    def __init__(self, enabled: bool, epochs: int, every: int = 10, console: Console | None = None) -> None:
         self.every = max(1, every)
         self.epochs = epochs
-        console = Console(stderr=True)
+        console = console or Console(stderr=True)
         self._bar: Progress | None = None
         if enabled and console.is_terminal:
             self._bar = Progress(

@@ -43,7 +43,9 @@ class Transition(nn.Module):
 
 
 class DenseNetBC(nn.Module):
-    def __init__(self, depth: int = 100, growth_rate: int = 12, compression: float = 0.5, num_classes: int = 10) -> None:
+    def __init__(
+        self, depth: int = 100, growth_rate: int = 12, compression: float = 0.5, num_classes: int = 10
+    ) -> None:
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
             raise ConfigError(f"DenseNet-BC: depth must be 6n + 4 with n >= 1 (40, 100, 190, ...), got {depth!r}")

@@ -37,4 +37,6 @@ class DigitsCNN(nn.Module):
     description="Small CNN for the 8x8 sklearn digits (2 conv-BN-ReLU blocks 32/64, global pool, linear)",
 )
 def digits_cnn(num_classes: int = 10, *, width: int = 32) -> DigitsCNN:
-    return DigitsCNN(require_int("digits_cnn", "num_classes", num_classes, 1), require_int("digits_cnn", "width", width, 1))
+    return DigitsCNN(
+        require_int("digits_cnn", "num_classes", num_classes, 1), require_int("digits_cnn", "width", width, 1)
+    )

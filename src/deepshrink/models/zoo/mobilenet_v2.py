@@ -14,7 +14,9 @@ from deepshrink.models.registry import CIFAR_MEAN, CIFAR_STD, MODELS
 from deepshrink.models.zoo.layers import ConvBNAct, init_weights, require_float, require_int
 
 # (expansion t, output channels c, blocks n, first stride s); the second row's stride is 2 on ImageNet.
-CIFAR_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+CIFAR_SETTINGS = (
+    (1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:

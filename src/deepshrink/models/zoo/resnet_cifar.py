@@ -55,7 +55,8 @@ class CifarResNet(nn.Module):
             stride = 1 if index == 0 else 2
             layer = []
             for block in range(blocks):
-                layer.append(BasicBlock(in_planes, planes, stride if block == 0 else 1, pooled_shortcut=pooled_shortcuts))
+                block_stride = stride if block == 0 else 1  # only the first block of a stage downsamples
+                layer.append(BasicBlock(in_planes, planes, block_stride, pooled_shortcut=pooled_shortcuts))
                 in_planes = planes
             self.add_module(f"layer{index + 1}", nn.Sequential(*layer))
         self.linear = nn.Linear(in_planes, num_classes)

@@ -1,0 +1,50 @@
+"""Structured pruning (graph-aware, physically removing channels, verified) and unstructured
+pruning (magnitude, N:M, gradual schedules), with their training callbacks and sensitivity analysis.
+
+Layers, as in Torch-Pruning: per-layer ops (layer_ops, weighted_ops, functional_ops, shape_ops) ->
+dependency graph and coupled groups (graph) -> importance (importance, CRITERIA) -> policy ->
+plan (plan: JSON, replayable as the "prune" transform) -> verified surgery (verify)."""
+
+from deepshrink.pruning.api import PruneResult, prune
+from deepshrink.pruning.config import (
+    Advanced,
+    Budget,
+    Iterative,
+    Metric,
+    OneShot,
+    Policy,
+    PruneConfig,
+    Scope,
+    UnstructuredConfig,
+)
+from deepshrink.pruning.graph import DependencyGraph, Group, build_graph
+from deepshrink.pruning.importance import CRITERIA, ScoringContext
+from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
+from deepshrink.pruning.selection import LayerSelection
+from deepshrink.pruning.shape_ops import register_channel_pad
+from deepshrink.pruning.verify import verify_surgery
+
+__all__ = [
+    "Advanced",
+    "Budget",
+    "CRITERIA",
+    "DependencyGraph",
+    "Group",
+    "Iterative",
+    "LayerSelection",
+    "Metric",
+    "OneShot",
+    "Policy",
+    "PruneConfig",
+    "PruneResult",
+    "Scope",
+    "ScoringContext",
+    "UnstructuredConfig",
+    "apply_plan",
+    "build_graph",
+    "compose_plans",
+    "make_plan",
+    "prune",
+    "register_channel_pad",
+    "verify_surgery",
+]

@@ -1,0 +1,132 @@
+"""`prune`: the structured-pruning verb. Trace -> coupled groups -> scores -> policy -> plan ->
+surgery on a copy -> verification -> a new model carrying its replayable plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from deepshrink.errors import ConfigError
+from deepshrink.models.spec import derive
+from deepshrink.pruning.config import Iterative, PruneConfig, parse_config
+from deepshrink.pruning.graph import DependencyGraph, build_graph
+from deepshrink.pruning.importance import Batches, ScoringContext, score_groups
+from deepshrink.pruning.measure import count_macs, count_params
+from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
+from deepshrink.pruning.policy import choose, solve_ratio
+from deepshrink.pruning.trace import example_inputs_for
+from deepshrink.pruning.verify import verify_surgery
+
+Finetune = Callable[[nn.Module], nn.Module]
+
+
+@dataclass
+class PruneResult:
+    model: nn.Module  # the new, physically smaller model (the input model is untouched)
+    plan: dict  # JSON plan: kept indices per layer, relative to the input model
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def prune(model: nn.Module, example_inputs=None, *, criterion: str | None = None, ratio: float | None = None,
+          config: PruneConfig | dict | None = None, data: Batches | None = None, finetune: Finetune | None = None,
+          **options: Any) -> PruneResult:
+    """Structured pruning with verified surgery (defaults: criterion "fpgm", ratio 0.5).
+
+    `config` (PruneConfig or dict) holds every option; `criterion`, `ratio` and other keyword
+    `options` override its fields. `data` is a few (images, labels) batches for the data-driven
+    criteria (taylor, hrank). `finetune(model) -> model` is called between iterative steps."""
+    cfg = parse_config(PruneConfig, config, criterion=criterion, ratio=ratio, **options)
+    inputs = example_inputs_for(model, example_inputs, cfg.advanced.verify_batch)
+    if isinstance(cfg.schedule, Iterative):
+        return _iterative(model, inputs, cfg, data, finetune)
+    result = prune_once(model, inputs, cfg, data)
+    if finetune is not None:
+        result.model = derive(model, finetune(result.model), "prune", result.plan)
+    return result
+
+
+def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
+               graph: DependencyGraph | None = None) -> PruneResult:
+    protected = cfg.protect.resolve(model, what="protected layers") if not cfg.protect.is_empty() else set()
+    graph = graph or build_graph(model, inputs, protect=sorted(protected), protect_ends=cfg.protect_ends)
+    ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed)
+    scores = score_groups(graph, cfg.criterion, ctx)
+    macs_before, params_before = count_macs(model, inputs), count_params(model)
+
+    def plan_at(ratio: float) -> dict:
+        removal = choose(graph, scores, policy=cfg.policy, ratio=ratio, ratios=dict(cfg.ratios),
+                         round_to=cfg.round_to)
+        return make_plan(graph, removal)
+
+    ratio = cfg.ratio
+    if cfg.budget is not None:
+        before = macs_before if cfg.budget.metric.value == "macs" else params_before
+
+        def measure(r: float) -> float:
+            candidate = apply_plan(model, plan_at(r))
+            count = count_macs(candidate, inputs) if cfg.budget.metric.value == "macs" else count_params(candidate)
+            return count / before
+
+        ratio = solve_ratio(measure, cfg.budget.keep, tolerance=cfg.advanced.budget_tolerance,
+                            metric=cfg.budget.metric.value)
+    plan = plan_at(ratio)
+    pruned = apply_plan(model, plan)
+    error = verify_surgery(model, pruned, plan, inputs, tolerance=cfg.advanced.tolerance) if cfg.verify else None
+    pruned = derive(model, pruned, "prune", plan)
+    report = {
+        "criterion": cfg.criterion,
+        "ratio": ratio,
+        "policy": cfg.policy.value,
+        "params": {"before": params_before, "after": count_params(pruned)},
+        "macs": {"before": macs_before, "after": count_macs(pruned, inputs)},
+        "groups": [{"name": g["name"], "units": g["units"], "kept": g["units"] - len(g["removed"])}
+                   for g in plan["groups"]],
+        "unscored": sorted(name for name, s in scores.items() if s is None),
+        "pinned": dict(graph.pinned),
+        "verification": None if error is None else {"max_relative_error": error,
+                                                    "tolerance": cfg.advanced.tolerance},
+    }
+    return PruneResult(pruned, plan, report)
+
+
+def _calibration(data: Batches | None, cfg: PruneConfig) -> Batches | None:
+    if data is None:
+        return None
+    batches = []
+    for batch in data:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise ConfigError("data must yield (images, labels) batches")
+        batches.append((batch[0], batch[1]))
+        if len(batches) >= cfg.advanced.calibration_batches:
+            break
+    return batches
+
+
+def _iterative(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
+               finetune: Finetune | None) -> PruneResult:
+    """Reach the kept fraction in equal steps, fine-tuning after each; plans compose into one."""
+    if finetune is None:
+        raise ConfigError("schedule 'iterative' needs finetune=callable(model) -> model between steps")
+    steps = cfg.schedule.steps
+    current, plan, reports = model, None, []
+    for step in range(1, steps + 1):
+        before_kept, after_kept = 1 - cfg.ratio * (step - 1) / steps, 1 - cfg.ratio * step / steps
+        overrides: dict[str, Any] = {"schedule": {"kind": "one_shot"},
+                                     "ratio": 1 - after_kept / before_kept,
+                                     "ratios": {k: 1 - (1 - v * step / steps) / (1 - v * (step - 1) / steps)
+                                                for k, v in cfg.ratios.items()}}
+        if cfg.budget is not None:
+            overrides["budget"] = {"metric": cfg.budget.metric, "keep": cfg.budget.keep ** (1 / steps)}
+        step_cfg = parse_config(PruneConfig, cfg.model_dump(), **overrides)
+        result = prune_once(current, inputs, step_cfg, data)
+        plan = result.plan if plan is None else compose_plans(plan, result.plan)
+        reports.append(result.report)
+        current = finetune(result.model)
+    final = derive(model, current, "prune", plan)
+    report = dict(reports[-1], steps=reports)
+    report["params"] = {"before": reports[0]["params"]["before"], "after": count_params(final)}
+    report["macs"] = {"before": reports[0]["macs"]["before"], "after": count_macs(final, inputs)}
+    return PruneResult(final, plan, report)

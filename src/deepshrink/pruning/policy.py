@@ -1,0 +1,116 @@
+"""Policies: which units of which groups to remove, given their scores.
+
+Uniform applies one ratio (or the per-layer ratio map) to every group; global ranks all units of
+all groups together on per-group normalised scores. Kept counts are rounded to a multiple. The
+budget solver searches the ratio that meets a MACs or parameter budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from deepshrink.errors import BudgetError, ConfigError
+from deepshrink.pruning import primitives
+from deepshrink.pruning.config import Policy
+from deepshrink.pruning.graph import DependencyGraph
+from deepshrink.pruning.selection import match_key
+
+Scores = dict[str, "torch.Tensor | None"]
+Removal = dict[str, list[int]]
+
+
+def group_ratios(graph: DependencyGraph, ratio: float, overrides: dict[str, float]) -> dict[str, float]:
+    """Ratio of each group: the first per-layer key matching one of its producing layers, else
+    `ratio`. Every key must match at least one layer of the model."""
+    paths = [name for name, _ in graph.model.named_modules() if name]
+    matched = {}
+    for key in overrides:
+        hits = set(match_key(key, paths))
+        if not hits:
+            raise ConfigError(f"per-layer ratio key '{key}' matches no layer")
+        matched[key] = hits
+    result = {}
+    for group in graph.groups:
+        producers = {s.layer for s in group.producer_slots()}
+        key = next((k for k in overrides if matched[k] & producers), None)
+        result[group.name] = overrides[key] if key is not None else ratio
+    return result
+
+
+def _lowest(scores: torch.Tensor, count: int) -> list[int]:
+    order = torch.argsort(scores, stable=True)  # ties: lower index goes first, deterministic
+    return sorted(order[:count].tolist())
+
+
+def uniform(graph: DependencyGraph, scores: Scores, ratios: dict[str, float], round_to: int) -> Removal:
+    removal = {}
+    for group in graph.groups:
+        if scores.get(group.name) is None:
+            continue
+        keep = primitives.kept_count(group.size, ratios[group.name], round_to)
+        if keep < group.size:
+            removal[group.name] = _lowest(scores[group.name], group.size - keep)
+    return removal
+
+
+def global_ranking(graph: DependencyGraph, scores: Scores, ratio: float, round_to: int) -> Removal:
+    """Remove the `ratio` fraction of all units with the lowest per-group normalised score, each
+    group keeping at least one multiple, then round each group's count."""
+    ranked = [
+        (float(v), group.name, i)
+        for group in graph.groups
+        if scores.get(group.name) is not None
+        for i, v in enumerate(primitives.normalise(scores[group.name]))
+    ]
+    sizes = {g.name: g.size for g in graph.groups}
+    target = int(round(ratio * len(ranked)))
+    removed = dict.fromkeys(sizes, 0)
+    for _, name, _ in sorted(ranked):
+        if sum(removed.values()) >= target:
+            break
+        if sizes[name] - removed[name] > min(sizes[name], round_to):
+            removed[name] += 1
+    removal = {}
+    for name, count in removed.items():
+        keep = primitives.kept_count(sizes[name], count / sizes[name], round_to) if count else sizes[name]
+        if keep < sizes[name]:
+            removal[name] = _lowest(scores[name], sizes[name] - keep)
+    return removal
+
+
+POLICIES: dict[Policy, Callable[..., Removal]] = {Policy.UNIFORM: uniform, Policy.GLOBAL: global_ranking}
+
+
+def choose(graph: DependencyGraph, scores: Scores, *, policy: Policy, ratio: float, ratios: dict[str, float],
+           round_to: int) -> Removal:
+    if policy is Policy.GLOBAL:
+        if ratios:
+            raise ConfigError("per-layer ratios need policy 'uniform' (global ranking sets them itself)")
+        return global_ranking(graph, scores, ratio, round_to)
+    return uniform(graph, scores, group_ratios(graph, ratio, ratios), round_to)
+
+
+def solve_ratio(measure: Callable[[float], float], keep: float, *, tolerance: float, metric: str,
+                max_ratio: float = 0.98, steps: int = 24) -> float:
+    """Smallest ratio whose measured fraction of the metric is at most `keep` (bisection; the
+    fraction falls as the ratio grows). Stops early once within `tolerance` below the target."""
+    if measure(0.0) <= keep:
+        return 0.0
+    best = measure(max_ratio)
+    if best > keep:
+        raise BudgetError(
+            f"cannot reach {keep:.3f} of the original {metric}: pruning keeps at least {best:.3f} "
+            "with the protected layers and rounding in force"
+        )
+    lo, hi = 0.0, max_ratio
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        fraction = measure(mid)
+        if fraction <= keep:
+            hi = mid
+            if keep - fraction <= tolerance:
+                break
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,134 @@
+"""The deployable form of a fake-quant model: integer weights and frozen activation ranges.
+
+`to_deploy(model)` swaps each Quant* layer for a Deploy* layer holding int8 codes + per-channel
+scales, and each activation quantiser for a DeployAct holding its scale and zero point. In
+PyTorch it computes exactly what the fake-quant model computes in eval mode; exported with the
+TorchScript exporter, the custom autograd functions below become ONNX QuantizeLinear /
+DequantizeLinear nodes carrying those very integers and scales (int8 initialisers for weights),
+which ONNX Runtime fuses into QLinearConv / QLinearAdd / QGemm int8 kernels."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepshrink.errors import ExportError
+from deepshrink.quantization.act_quant import ActQuant, BinaryActQuant
+from deepshrink.quantization.modules import QUANT_LAYERS
+from deepshrink.quantization.prepare import ACT_MODULE, act_quantizers
+from deepshrink.quantization.primitives import channel_view
+
+
+class _QuantDequant(torch.autograd.Function):
+    """x -> QuantizeLinear -> DequantizeLinear with a per-tensor scale and typed zero point."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):  # noqa: ANN001 - autograd signature
+        z = zero_point.float()
+        return (torch.clamp(torch.round(x / scale) + z, qmin, qmax) - z) * scale
+
+    @staticmethod
+    def symbolic(g, x, scale, zero_point, qmin, qmax):  # noqa: ANN001
+        return g.op("DequantizeLinear", g.op("QuantizeLinear", x, scale, zero_point), scale, zero_point)
+
+
+class _DequantWeight(torch.autograd.Function):
+    """int8 codes -> DequantizeLinear (per output channel, axis 0)."""
+
+    @staticmethod
+    def forward(ctx, codes, scale, zero_point):  # noqa: ANN001
+        return (codes.float() - channel_view(zero_point.float(), codes, 0)) * channel_view(scale, codes, 0)
+
+    @staticmethod
+    def symbolic(g, codes, scale, zero_point):  # noqa: ANN001
+        return g.op("DequantizeLinear", codes, scale, zero_point, axis_i=0)
+
+
+class DeployAct(nn.Module):
+    """A frozen activation quantiser. Grids narrower than the 8-bit container get a Clip first
+    (ONNX QuantizeLinear only saturates at the container's limits); binary grids a sign."""
+
+    def __init__(self, quantizer: ActQuant) -> None:
+        super().__init__()
+        scale, zero_point = quantizer.deploy_params()
+        grid = quantizer.grid
+        self.binary = isinstance(quantizer, BinaryActQuant)
+        dtype = torch.int8 if grid.qmin < 0 else torch.uint8
+        self.container = (-128, 127) if dtype == torch.int8 else (0, 255)
+        if not self.container[0] <= zero_point <= self.container[1]:
+            raise ExportError(f"activation zero point {zero_point} does not fit {dtype}")
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+        self.register_buffer("zero_point", torch.tensor(zero_point, dtype=dtype))
+        self.clip = None
+        if not self.binary and (grid.qmin, grid.qmax) != self.container:
+            self.clip = ((grid.qmin - zero_point) * scale, (grid.qmax - zero_point) * scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.binary:
+            x = torch.where(x >= 0, self.scale, -self.scale)
+        elif self.clip is not None:
+            x = torch.clamp(x, *self.clip)
+        return _QuantDequant.apply(x, self.scale, self.zero_point, *self.container)
+
+
+class DeployLayer(nn.Module):
+    """Conv1d/Conv2d/Linear with int8 weight codes and per-channel scales. When the input is
+    quantised the bias is stored as int32 codes with scale s_x * s_w (what ONNX Runtime's
+    QLinearConv/QGemm accumulate into; its Gemm fusion requires it), else it stays float."""
+
+    def __init__(self, layer: nn.Module, name: str) -> None:
+        super().__init__()
+        codes, scale = layer.weight_quant.integer(layer.weight.detach())
+        if codes.abs().max() > 127:
+            raise ExportError(
+                f"layer '{name}': weight codes reach {int(codes.abs().max())}, beyond int8 "
+                f"({type(layer.weight_quant).__name__} at {layer.weight_quant.bits} bits)"
+            )
+        self.register_buffer("weight_codes", codes.to(torch.int8))
+        self.register_buffer("weight_scale", scale.float())
+        self.register_buffer("weight_zero_point", torch.zeros(scale.shape[0], dtype=torch.int8))
+        self.bias = None
+        bias_scale = layer.bias_scale()
+        self.has_int_bias = bias_scale is not None
+        if bias_scale is not None:
+            self.register_buffer("bias_codes", torch.round(layer.bias.detach() / bias_scale).to(torch.int32))
+            self.register_buffer("bias_scale", bias_scale.clone().float())
+            self.register_buffer("bias_zero_point", torch.zeros_like(self.bias_codes))
+        elif layer.bias is not None:
+            self.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+        self.kind = "linear" if isinstance(layer, nn.Linear) else "conv"
+        self.conv_args = () if self.kind == "linear" else (layer.stride, layer.padding, layer.dilation, layer.groups)
+        self.conv = {1: F.conv1d, 2: F.conv2d}.get(codes.dim() - 2)
+        if self.kind == "conv" and layer.padding_mode != "zeros":
+            raise ExportError(f"layer '{name}': padding_mode '{layer.padding_mode}' is not supported in int8 export")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = _DequantWeight.apply(self.weight_codes, self.weight_scale, self.weight_zero_point)
+        bias = self.bias
+        if self.has_int_bias:
+            bias = _DequantWeight.apply(self.bias_codes, self.bias_scale, self.bias_zero_point)
+        if self.kind == "linear":
+            return F.linear(x, w, bias)
+        return self.conv(x, w, bias, *self.conv_args)
+
+
+def to_deploy(model: nn.Module) -> nn.Module:
+    """A copy of the fake-quant `model` with integer layers and frozen activation quantisers."""
+    deployed = copy.deepcopy(model).eval()
+    for name, module in list(deployed.named_modules()):
+        if isinstance(module, QUANT_LAYERS):
+            _replace(deployed, name, DeployLayer(module, name))
+    container = getattr(deployed, ACT_MODULE, None)
+    for name, quantizer in act_quantizers(deployed).items():
+        container[name] = DeployAct(quantizer)
+    if hasattr(deployed, "recompile"):
+        deployed.recompile()
+    return deployed
+
+
+def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
