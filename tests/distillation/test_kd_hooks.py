@@ -94,5 +94,6 @@ def test_probe_restores_training_mode_and_rejects_non_logits():
     net = Net().train()
     probe_layout(net, (3, 8, 8))
     assert net.training
-    with pytest.raises(ConfigError, match=r"Sequential: distillation needs a classifier returning \[batch, classes\] logits"):
+    message = r"Sequential: distillation needs a classifier returning \[batch, classes\] logits"
+    with pytest.raises(ConfigError, match=message):
         probe_layout(nn.Sequential(nn.Conv2d(3, 2, 1)), (3, 8, 8))

@@ -11,7 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepshrink.distillation.losses import LOSSES, ATLoss, FitNetLoss, FSPLoss, KDLoss, PKTLoss, RKDLoss, SPLoss, build_loss
+from deepshrink.distillation.losses import (
+    LOSSES,
+    ATLoss,
+    FitNetLoss,
+    FSPLoss,
+    KDLoss,
+    PKTLoss,
+    RKDLoss,
+    SPLoss,
+    build_loss,
+)
 from deepshrink.distillation.taps import TapKind
 from deepshrink.errors import ConfigError
 
@@ -103,6 +113,7 @@ def test_at_matches_loop_calculation():
 
 def test_sp_matches_gram_calculation():
     s, t = _maps(0, c=3), _maps(1, c=7)
+
     def gram(x):
         f = _np(x).reshape(4, -1)
         g = f @ f.T
@@ -225,9 +236,11 @@ def test_feature_loss_errors():
         build_loss("fsp", [(4, 8, 8)], [(4, 8, 8)])
     with pytest.raises(ConfigError, match="ATLoss: 2 student taps but 1 teacher taps"):
         build_loss("at", [(4, 8, 8), (8, 4, 4)], [(4, 8, 8)])
-    with pytest.raises(ConfigError, match=r"RKDLoss: unknown option 'margin' \(accepted: distance_weight, angle_weight\)"):
+    message = r"RKDLoss: unknown option 'margin' \(accepted: distance_weight, angle_weight\)"
+    with pytest.raises(ConfigError, match=message):
         build_loss("rkd", [(4,)], [(4,)], margin=1.0)
-    with pytest.raises(ConfigError, match=r"FitNetLoss: cannot regress student features \[4\] onto teacher features \[4, 2, 2\]"):
+    message = r"FitNetLoss: cannot regress student features \[4\] onto teacher features \[4, 2, 2\]"
+    with pytest.raises(ConfigError, match=message):
         build_loss("fitnet", [(4,)], [(4, 2, 2)])
     with pytest.raises(ConfigError, match="SPLoss: got 2 student features and 1 teacher features"):
         SPLoss()([_maps(0), _maps(1)], [_maps(2)])

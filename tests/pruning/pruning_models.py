@@ -198,6 +198,13 @@ class SplitNet(nn.Module):
         return self.fc(torch.cat([self.head(a), b], 1).mean((2, 3)))
 
 
+def calibration(batches: int = 2, classes: int = 10, size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, labels) batches for the data-driven criteria."""
+    gen = torch.Generator().manual_seed(2)
+    return [(torch.randn(4, 3, size, size, generator=gen), torch.randint(0, classes, (4,), generator=gen))
+            for _ in range(batches)]
+
+
 PRUNABLE = {
     "resnet_a": lambda: TinyResNetA(1),
     "concat": ConcatNet,

@@ -10,7 +10,8 @@ from deepshrink.training import Optimizer, Schedule, TrainConfig
 
 def test_defaults_and_weight_decay_per_optimizer():
     config = TrainConfig()
-    assert (config.batch_size, config.momentum, config.optimizer, config.schedule) == (128, 0.9, Optimizer.SGD, Schedule.COSINE)
+    assert (config.batch_size, config.momentum) == (128, 0.9)
+    assert (config.optimizer, config.schedule) == (Optimizer.SGD, Schedule.COSINE)
     assert config.weight_decay == 5e-4
     assert TrainConfig(optimizer="adamw").weight_decay == 0.05
     assert TrainConfig(optimizer="adamw", weight_decay=0.0).weight_decay == 0.0
@@ -61,3 +62,25 @@ def test_step_milestones_default_and_resume_relevant_fields():
     base = TrainConfig(epochs=4)
     assert base.differing_fields(TrainConfig(epochs=9, progress=False, num_threads=1)) == []
     assert base.differing_fields(TrainConfig(epochs=4, lr=0.2, seed=1)) == ["lr", "seed"]
+
+
+def test_format_errors_names_nested_fields_and_their_known_options():
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from deepshrink.training.config import format_errors
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        a: int = 0
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inner: Inner | None = None
+        x: int = 1
+
+    with pytest.raises(ValidationError) as info:
+        Outer(inner={"b": 1}, y=2, x="no")
+    assert format_errors(info.value, Outer) == (
+        "inner.b: unknown option (known: a); x: Input should be a valid integer, unable to parse string as an "
+        "integer, got 'no'; y: unknown option (known: inner, x)"
+    )

@@ -116,7 +116,8 @@ def test_objective_parameters_are_trained():
 def test_grad_clip_bounds_the_update():
     model = tiny_cnn(bn=False)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    config = _config(epochs=1, limit_batches=1, lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant", grad_clip=1e-3)
+    config = _config(epochs=1, limit_batches=1, lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant",
+                     grad_clip=1e-3)
     train(model, make_data(), config)
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert 0 < (after - before).norm().item() <= 1e-3 * (1 + 1e-5)

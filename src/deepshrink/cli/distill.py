@@ -87,7 +87,9 @@ def _models(names: tuple[str, ...], weights: tuple[str, ...], role: str, data: A
         raise ConfigError(f"--{role}-weights given {len(weights)} times for {len(names)} --{role} models")
     padded = list(weights) + [None] * (len(names) - len(weights))
     return [
-        resolve_model(name, weights=path, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std)
+        resolve_model(
+            name, weights=path, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
+        )
         for name, path in zip(names, padded)
     ]
 
@@ -151,13 +153,14 @@ def distill_command(student, student_weights, teachers, teacher_paths, teacher_m
 @click.option("--second-weights", type=click.Path(dir_okay=False), default=None)
 @click.option("--probe", default=None, help="Zoo name of the probe student C (default: a fresh --second architecture).")
 @data_option()
-@click.option("--probe-weights", default="0.1,0.9", show_default=True, help="alpha,beta used in both probe distillations.")
+@click.option("--probe-weights", default="0.1,0.9", show_default=True,
+              help="alpha,beta used in both probe distillations.")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Average over this many seeds.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
 @_train_options
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the measurement to this JSON file.")
-def kd_weights_command(teacher, teacher_weights, second, second_weights, probe, data_spec, probe_weights, repeats, split,
-                       out, **options) -> None:
+def kd_weights_command(teacher, teacher_weights, second, second_weights, probe, data_spec, probe_weights, repeats,
+                       split, out, **options) -> None:
     """Seed 001 eq. 7: measure I_A and I_B on a probe student and print alpha and beta.
 
     Example: deepshrink kd-weights --teacher resnet56 --teacher-weights r56.pth --second resnet20
@@ -193,7 +196,8 @@ def kd_weights_command(teacher, teacher_weights, second, second_weights, probe, 
 @click.option("--with-auto", is_flag=True, help="Also measure eq. 7 (B = the student) and mark it on the plot.")
 @_train_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Writes sweep.json and sweep.png here.")
-def kd_sweep_command(student, student_weights, teacher, teacher_weights, data_spec, alphas, with_auto, out, **options) -> None:
+def kd_sweep_command(student, student_weights, teacher, teacher_weights, data_spec, alphas, with_auto, out,
+                     **options) -> None:
     """Seed 001 Table 2: accuracy after distillation for each alpha (beta = 1 - alpha), with a plot.
 
     Example: deepshrink kd-sweep --student resnet20 --student-weights r20.pth --teacher resnet56
@@ -217,7 +221,8 @@ def kd_sweep_command(student, student_weights, teacher, teacher_weights, data_sp
         "allocation": allocation.as_dict() if allocation else None,
     })
     plot_sweep(points, out_dir / "sweep.png", allocation=allocation)
-    table = Table("alpha", "beta", "top-1 %", title="accuracy after distillation (seed 001 Table 2)", title_justify="left")
+    table = Table("alpha", "beta", "top-1 %", title="accuracy after distillation (seed 001 Table 2)",
+                  title_justify="left")
     for p in points:
         table.add_row(f"{p.alpha:.2f}", f"{p.beta:.2f}", f"{p.top1:.2f}")
     console.print(table)

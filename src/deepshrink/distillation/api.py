@@ -75,7 +75,9 @@ def distill(
         student, teachers, teacher_weights, config, input_size=tuple(data.input_size), num_classes=data.num_classes
     )
     try:
-        result = train(student, data, config.train, objective=objective, callbacks=callbacks, out_dir=out_dir, resume=resume)
+        result = train(
+            student, data, config.train, objective=objective, callbacks=callbacks, out_dir=out_dir, resume=resume
+        )
     finally:
         objective.close()
     return DistillResult(result.model, result.history, config, teacher_weights, allocation, objective)

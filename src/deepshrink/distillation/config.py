@@ -113,7 +113,9 @@ class DistillConfig(_Strict):
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of kd (seed 001 eq. 3)")
     weights: Weights = Field(default_factory=KDWeights, description="alpha, beta of eq. 1, or 'auto' (eq. 7)")
     teacher_weights: list[float] | None = Field(None, description="one per teacher, normalised to sum 1; None: equal")
-    cache_teacher_logits: bool = Field(False, description="reuse teacher logits of identical images (needs augment false)")
+    cache_teacher_logits: bool = Field(
+        False, description="reuse teacher logits of identical images (needs train.augment false)"
+    )
     auto: AutoWeights = Field(default_factory=AutoWeights)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
@@ -129,7 +131,9 @@ class DistillConfig(_Strict):
         if self.cache_teacher_logits:
             feature = [spec.name for spec in self.losses if spec.name != "kd"]
             if feature:
-                raise ValueError(f"cache_teacher_logits: only logits are cached, but '{feature[0]}' needs teacher features")
+                raise ValueError(
+                    f"cache_teacher_logits: only logits are cached, but '{feature[0]}' needs teacher features"
+                )
             if self.train.augment:
                 raise ValueError("cache_teacher_logits: needs un-augmented passes; set train.augment to false")
         return self

@@ -70,7 +70,9 @@ class FeatureHooks:
         missing = [tap for tap in self.taps if tap not in self._captured]
         if missing:
             self._captured.clear()
-            raise ConfigError(f"feature path '{missing[0]}' did not run in the forward pass of {type(self.model).__name__}")
+            raise ConfigError(
+                f"feature path '{missing[0]}' did not run in the forward pass of {type(self.model).__name__}"
+            )
         captured, self._captured = self._captured, {}
         return captured
 

@@ -46,7 +46,8 @@ LOSSES: Registry[type[DistillLoss]] = Registry("distillation loss")
 def _check_tap_counts(cls: type, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape]) -> None:
     if len(student_shapes) != len(teacher_shapes):
         raise ConfigError(
-            f"{cls.__name__}: {len(student_shapes)} student taps but {len(teacher_shapes)} teacher taps; they pair up in order"
+            f"{cls.__name__}: {len(student_shapes)} student taps but {len(teacher_shapes)} teacher taps; "
+            "they pair up in order"
         )
     if len(student_shapes) < cls.min_taps:
         raise ConfigError(f"{cls.__name__}: needs at least {cls.min_taps} taps, got {len(student_shapes)}")
@@ -85,13 +86,18 @@ class KDLoss(DistillLoss):
         if not temperature > 0:
             raise ConfigError(f"KDLoss: temperature must be > 0, got {temperature}")
         if alpha < 0 or beta < 0 or not alpha + beta > 0:
-            raise ConfigError(f"KDLoss: alpha and beta must be >= 0 with a positive sum, got alpha={alpha}, beta={beta}")
+            raise ConfigError(
+                f"KDLoss: alpha and beta must be >= 0 with a positive sum, got alpha={alpha}, beta={beta}"
+            )
         self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if student_logits.shape != teacher_logits.shape:
             raise ConfigError(
-                f"KDLoss: student logits {list(student_logits.shape)} and teacher logits {list(teacher_logits.shape)} differ"
+                f"KDLoss: student logits {list(student_logits.shape)} and "
+                f"teacher logits {list(teacher_logits.shape)} differ"
             )
         t = self.temperature
         soft = P.soft_cross_entropy(student_logits / t, P.softened(teacher_logits.detach(), t)) * (t * t)
@@ -108,7 +114,9 @@ def _regressor(student: Shape, teacher: Shape) -> nn.Module:
         return nn.Sequential(nn.Conv2d(student[0], teacher[0], 1, bias=False), nn.BatchNorm2d(teacher[0]))
     if len(student) == 1 and len(teacher) == 1:
         return nn.Linear(student[0], teacher[0])
-    raise ConfigError(f"FitNetLoss: cannot regress student features {list(student)} onto teacher features {list(teacher)}")
+    raise ConfigError(
+        f"FitNetLoss: cannot regress student features {list(student)} onto teacher features {list(teacher)}"
+    )
 
 
 @LOSSES.register("fitnet")
@@ -206,7 +214,8 @@ class FSPLoss(DistillLoss):
     def __init__(self, student_channels: Sequence[int], teacher_channels: Sequence[int]) -> None:
         super().__init__()
         self.adapters = nn.ModuleList(
-            nn.Identity() if s == t else nn.Conv2d(s, t, 1, bias=False) for s, t in zip(student_channels, teacher_channels)
+            nn.Identity() if s == t else nn.Conv2d(s, t, 1, bias=False)
+            for s, t in zip(student_channels, teacher_channels)
         )
 
     @classmethod

@@ -48,16 +48,19 @@ class TeacherLogitCache:
         return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
 
     def get(self, teacher: int, images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Logits for `images`; the teacher runs only on the images not seen before (in eval mode
+        each row's logits do not depend on the rest of the batch)."""
         store = self._stores.setdefault(teacher, {})
         keys = self.keys(images)
-        if all(key in store for key in keys):
-            self.hits += len(keys)
-            return torch.stack([store[key] for key in keys]).to(images.device)
-        logits = compute(images).float()
-        for key, row in zip(keys, logits.detach().cpu()):
-            store[key] = row
-        self.misses += len(keys)
-        return logits
+        missing = [i for i, key in enumerate(keys) if key not in store]
+        if missing:
+            index = torch.tensor(missing, device=images.device)
+            fresh = compute(images.index_select(0, index)).float().detach().cpu()
+            for i, row in zip(missing, fresh):
+                store[keys[i]] = row
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        return torch.stack([store[key] for key in keys]).to(images.device)
 
     def __len__(self) -> int:
         return sum(len(store) for store in self._stores.values())
@@ -85,7 +88,7 @@ class DistillObjective(nn.Module):
         self._teachers = tuple(teachers)  # a tuple is not registered: never optimised or checkpointed
         self._active = sorted({term.teacher for term in self.terms})
         self._teacher_hooks = {
-            i: FeatureHooks(self._teachers[i], [tap for term in self.terms if term.teacher == i for tap in term.teacher_taps])
+            i: FeatureHooks(self._teachers[i], [tap for t in self.terms if t.teacher == i for tap in t.teacher_taps])
             for i in self._active
         }
         self._student_taps = [tap for term in self.terms for tap in term.student_taps]
@@ -95,7 +98,9 @@ class DistillObjective(nn.Module):
     def teachers(self) -> tuple[nn.Module, ...]:
         return self._teachers
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hooks = self._hooks_for(unwrap(model))
         logits = model(images)  # through the DDP wrapper when there is one
         student = hooks.pop() if hooks is not None else {}

@@ -76,7 +76,9 @@ def build_objective(
 def _loss_weight(spec, cls: type[DistillLoss], config: DistillConfig) -> float:
     if issubclass(cls, KDLoss):
         if not hasattr(config.weights, "beta"):
-            raise ConfigError("weights: 'auto' must be resolved (deepshrink.distill does it) before building the objective")
+            raise ConfigError(
+                "weights: 'auto' must be resolved (deepshrink.distill does it) before building the objective"
+            )
         return config.weights.beta
     return cls.default_weight if spec.weight is None else spec.weight
 

@@ -80,7 +80,9 @@ def probe_layout(model: nn.Module, input_size: tuple[int, ...]) -> ModelLayout:
     blocks = tuple(name for name, child in model.named_children() if any(True for _ in child.children()))
     containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     atomic = frozenset(
-        path for path, m in model.named_modules() if path and not isinstance(m, containers) and any(True for _ in m.children())
+        path
+        for path, m in model.named_modules()
+        if path and not isinstance(m, containers) and any(True for _ in m.children())
     )
     return ModelLayout(
         shapes=shapes,
@@ -138,7 +140,12 @@ def default_taps(layout: ModelLayout, kind: TapKind, model_name: str) -> list[st
 
 def tap_shape(layout: ModelLayout, path: str) -> tuple[int, ...]:
     """Per-example shape of what a tap captures (a module's output, or its input for `name:input`)."""
-    name, recorded = (path[: -len(INPUT_SUFFIX)], layout.input_shapes) if path.endswith(INPUT_SUFFIX) else (path, layout.shapes)
+    if path.endswith(INPUT_SUFFIX):
+        name, recorded = path[: -len(INPUT_SUFFIX)], layout.input_shapes
+    else:
+        name, recorded = path, layout.shapes
     if name not in recorded:
-        raise ConfigError(f"tap '{path}': the module did not run (or gave no tensor) in a forward pass, so it has no features")
+        raise ConfigError(
+            f"tap '{path}': the module did not run (or gave no tensor) in a forward pass, so it has no features"
+        )
     return recorded[name]

@@ -86,7 +86,8 @@ def allocate_weights(
     for repeat in range(auto.repeats):
         seeded = train_config.model_copy(update={"seed": train_config.seed + repeat})
         torch.manual_seed(seeded.seed)
-        initial = probe if probe is not None else fresh_probe(template if template is not None else second, data, auto.probe)
+        source = template if template is not None else second  # (a Module's truth value is unreliable)
+        initial = probe if probe is not None else fresh_probe(source, data, auto.probe)
         base = train(copy.deepcopy(initial), data, seeded).model
         with_a = distill(copy.deepcopy(initial), teachers, data, probe_config.with_updates(train=seeded)).model
         with_b = distill(copy.deepcopy(initial), second, data, second_config.with_updates(train=seeded)).model
@@ -108,11 +109,18 @@ def fresh_probe(template: nn.Module, data: Any, name: str | None = None) -> nn.M
     from deepshrink.models.spec import replay
 
     if name is not None:
-        return create_model(name, num_classes=data.num_classes, input_size=tuple(data.input_size), mean=data.mean, std=data.std)
+        return create_model(
+            name, num_classes=data.num_classes, input_size=tuple(data.input_size), mean=data.mean, std=data.std
+        )
     spec = spec_of(template)
     if spec is not None:
         model = create_model(
-            spec.arch, num_classes=spec.num_classes, input_size=spec.input_size, mean=spec.mean, std=spec.std, **spec.kwargs
+            spec.arch,
+            num_classes=spec.num_classes,
+            input_size=spec.input_size,
+            mean=spec.mean,
+            std=spec.std,
+            **spec.kwargs,
         )
         return attach_spec(replay(model, spec.transforms), spec)
     model = copy.deepcopy(template)
@@ -161,7 +169,11 @@ def sweep_alpha(
 
 
 def plot_sweep(
-    points: Sequence[SweepPoint], path: str | Path, *, allocation: WeightAllocation | None = None, title: str | None = None
+    points: Sequence[SweepPoint],
+    path: str | Path,
+    *,
+    allocation: WeightAllocation | None = None,
+    title: str | None = None,
 ) -> Path:
     """Top-1 against alpha (as in Table 2, alpha = 1 first), with the eq. 7 choice marked."""
     import io
@@ -181,7 +193,8 @@ def plot_sweep(
     if baseline:
         ax.axhline(baseline[0], color="grey", ls=":", label="alpha = 1 (no teacher)")
     if allocation is not None:
-        ax.axvline(allocation.weights.alpha, color="tab:red", ls="--", label=f"eq. 7: alpha = {allocation.weights.alpha:.2f}")
+        alpha = allocation.weights.alpha
+        ax.axvline(alpha, color="tab:red", ls="--", label=f"eq. 7: alpha = {alpha:.2f}")
     ax.set_xlabel("alpha (weight of the label term; beta = 1 - alpha)")
     ax.set_ylabel("top-1 (%)")
     ax.invert_xaxis()

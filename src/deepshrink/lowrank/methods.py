@@ -47,7 +47,7 @@ class Decomposer(ABC):
 
     def fit(self, rank: Rank, advanced: Advanced) -> nn.Sequential:
         seq = self.build(rank)
-        with torch.no_grad():
+        with torch.no_grad(), P.one_thread():
             self._assign(seq, rank, advanced)
         return seq
 
@@ -186,12 +186,13 @@ class Tucker2(ConvDecomposer):
         return (self.c_out, self.c_in)
 
     def family(self) -> list[Rank]:
-        # Both ranks shrink in proportion to their channel counts.
+        # Both ranks grow in proportion to their channel counts: a chain, so params and MACs both
+        # rise along it.
         steps = max(self.c_out, self.c_in)
         ranks = [
             (max(1, round(t * self.c_out / steps)), max(1, round(t * self.c_in / steps))) for t in range(1, steps + 1)
         ]
-        return sorted(set(ranks), key=self.params)
+        return list(dict.fromkeys(ranks))
 
     def params(self, rank: Rank) -> int:
         r_out, r_in = rank

@@ -1,20 +1,33 @@
 """Pure tensor maths of the decompositions: factor matrices and tensors, no modules.
 
 Everything is computed in float64 and returned in float64; the layer builders cast back. SVD steps
-use torch.linalg; Tucker (HOSVD + HOOI) and CP (ALS) use tensorly with its numpy backend, entered
+use torch.linalg; Tucker (HOSVD + HOOI) and CP (ALS) use tensorly with its pytorch backend, entered
 locally so a process-wide tensorly backend set elsewhere does not change our numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 
-import numpy as np
 import tensorly as tl
 import torch
 from tensorly.decomposition import parafac, partial_tucker
 
 Tensor = torch.Tensor
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Factorising kernel-sized matrices is latency-bound: on a shared 2-core machine a 64 x 576
+    SVD takes 3 ms on one thread and 40-90 ms on two, so the solvers run single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def unfold(tensor: Tensor, mode: int) -> Tensor:
@@ -71,12 +84,11 @@ def tucker2(weight: Tensor, ranks: tuple[int, int], iterations: int) -> tuple[Te
     """Tucker-2 over the channel modes (Kim et al. 2016): W ~ core x0 U_out x1 U_in.
     HOSVD start, then `iterations` HOOI sweeps. Returns core (r_out, r_in, kh, kw), U_out (O, r_out),
     U_in (I, r_in), the factors with orthonormal columns."""
-    array = weight.detach().double().cpu().numpy()
-    with tl.backend_context("numpy"):
+    with tl.backend_context("pytorch"):
         (core, (u_out, u_in)), _ = partial_tucker(
-            array, rank=list(ranks), modes=[0, 1], init="svd", n_iter_max=iterations, tol=1e-10
+            _float64(weight), rank=list(ranks), modes=[0, 1], init="svd", n_iter_max=iterations, tol=1e-10
         )
-    return _torch(core), _torch(u_out), _torch(u_in)
+    return core, u_out, u_in
 
 
 def cp_max_rank(shape: tuple[int, ...]) -> int:
@@ -92,13 +104,12 @@ def cp4(weight: Tensor, rank: int, *, iterations: int, tol: float, seed: int) ->
     written down directly, since ALS need not find it."""
     if rank == cp_max_rank(tuple(weight.shape)):
         return _balance(torch.ones(rank, dtype=torch.float64), exact_cp(weight.detach().double()))
-    array = weight.detach().double().cpu().numpy()
-    with tl.backend_context("numpy"), warnings.catch_warnings():
+    with tl.backend_context("pytorch"), warnings.catch_warnings():
         # The SVD start has at most kh (or kw) columns for the spatial modes; tensorly fills the
         # rest randomly (seeded) and warns about it.
         warnings.filterwarnings("ignore", message="Trying to compute SVD", category=UserWarning)
-        cp = parafac(array, rank, n_iter_max=iterations, init="svd", tol=tol, random_state=seed)
-    return _balance(_torch(cp.weights), [_torch(f) for f in cp.factors])
+        cp = parafac(_float64(weight), rank, n_iter_max=iterations, init="svd", tol=tol, random_state=seed)
+    return _balance(cp.weights, list(cp.factors))
 
 
 def exact_cp(tensor: Tensor) -> list[Tensor]:
@@ -135,5 +146,5 @@ def _balance(weights: Tensor, factors: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def _torch(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).double()
+def _float64(weight: Tensor) -> Tensor:
+    return weight.detach().to(device="cpu", dtype=torch.float64).contiguous()

@@ -16,7 +16,7 @@ import torch.nn as nn
 from deepshrink.errors import BudgetError, ConfigError
 from deepshrink.lowrank.config import Advanced, Allocation, Budget, EnergyRule, FixedRanks, RankRule, RatioRule, VBMFRule
 from deepshrink.lowrank.methods import Decomposer, Rank
-from deepshrink.lowrank.primitives import energy_rank, singular_values
+from deepshrink.lowrank.primitives import energy_rank, one_thread, singular_values
 from deepshrink.lowrank.shapes import trace_shapes
 from deepshrink.lowrank.vbmf import evbmf
 
@@ -52,7 +52,8 @@ def _fixed(rule: FixedRanks, targets: list[Target], ctx: RankContext) -> Selecti
 def _by_spectrum(targets: list[Target], matrix_rank: Callable[[torch.Tensor], int]) -> Selection:
     chosen = {}
     for t in targets:
-        rank = t.decomposer.from_matrix_ranks([matrix_rank(m) for m in t.decomposer.matrices()])
+        with one_thread():
+            rank = t.decomposer.from_matrix_ranks([matrix_rank(m) for m in t.decomposer.matrices()])
         if t.decomposer.params(rank) < t.decomposer.original_params():
             chosen[t.name] = rank
     return Selection(chosen)
@@ -137,12 +138,32 @@ def _uniform(layers: list[LayerCosts], available: float, ctx: RankContext) -> Se
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if spend(middle) <= available else (low, middle)
+    index = {layer.target.name: layer.pick(low * layer.original) for layer in layers}
+    _fill(layers, index, available - spend(low))
     chosen = {}
     for layer in layers:
-        index = layer.pick(low * layer.original)
-        if layer.costs[index] < layer.original:
-            chosen[layer.target.name] = layer.ranks[index]
+        i = index[layer.target.name]
+        if layer.costs[i] < layer.original:
+            chosen[layer.target.name] = layer.ranks[i]
     return Selection(chosen)
+
+
+def _fill(layers: list[LayerCosts], index: dict[str, int], left: float) -> None:
+    """Rank steps are coarse, so one fraction for all leaves budget unspent: give it out one step
+    at a time to the layer that keeps the smallest fraction of its cost, while a step fits."""
+    while True:
+        best, best_share = None, None
+        for layer in layers:
+            i = index[layer.target.name]
+            if i + 1 < len(layer.ranks) and layer.cost_at(i + 1) - layer.cost_at(i) <= left:
+                share = layer.cost_at(i) / layer.original
+                if best_share is None or share < best_share:
+                    best, best_share = layer, share
+        if best is None:
+            return
+        i = index[best.target.name]
+        left -= best.cost_at(i + 1) - best.cost_at(i)
+        index[best.target.name] = i + 1
 
 
 def _sensitivity(layers: list[LayerCosts], available: float, ctx: RankContext) -> Selection:

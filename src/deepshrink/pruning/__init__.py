@@ -6,6 +6,7 @@ dependency graph and coupled groups (graph) -> importance (importance, CRITERIA)
 plan (plan: JSON, replayable as the "prune" transform) -> verified surgery (verify)."""
 
 from deepshrink.pruning.api import PruneResult, prune
+from deepshrink.pruning.callbacks import MaskHolder, SlimmingRegularizer, SoftFilterPruning
 from deepshrink.pruning.config import (
     Advanced,
     Budget,
@@ -21,11 +22,26 @@ from deepshrink.pruning.graph import DependencyGraph, Group, build_graph
 from deepshrink.pruning.importance import CRITERIA, ScoringContext
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
 from deepshrink.pruning.selection import LayerSelection
+from deepshrink.pruning.sensitivity import Sensitivity, plot_sensitivity, propose_ratios, sensitivity, validation_score
 from deepshrink.pruning.shape_ops import register_channel_pad
+from deepshrink.pruning.unstructured import GradualPruning, SparsityResult, sparsify, sparsity_masks, storage_report
 from deepshrink.pruning.verify import verify_surgery
 
 __all__ = [
     "Advanced",
+    "GradualPruning",
+    "MaskHolder",
+    "Sensitivity",
+    "SlimmingRegularizer",
+    "SoftFilterPruning",
+    "SparsityResult",
+    "plot_sensitivity",
+    "propose_ratios",
+    "sensitivity",
+    "sparsify",
+    "sparsity_masks",
+    "storage_report",
+    "validation_score",
     "Budget",
     "CRITERIA",
     "DependencyGraph",

@@ -16,7 +16,7 @@ from deepshrink.pruning.graph import DependencyGraph, build_graph
 from deepshrink.pruning.importance import Batches, ScoringContext, score_groups
 from deepshrink.pruning.measure import count_macs, count_params
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
-from deepshrink.pruning.policy import choose, solve_ratio
+from deepshrink.pruning.policy import Scores, choose, solve_ratio
 from deepshrink.pruning.trace import example_inputs_for
 from deepshrink.pruning.verify import verify_surgery
 
@@ -48,13 +48,20 @@ def prune(model: nn.Module, example_inputs=None, *, criterion: str | None = None
     return result
 
 
-def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
-               graph: DependencyGraph | None = None) -> PruneResult:
+def graph_for(model: nn.Module, inputs, cfg: PruneConfig) -> DependencyGraph:
+    """The dependency graph with the configuration's protected layers pinned."""
     protected = cfg.protect.resolve(model, what="protected layers") if not cfg.protect.is_empty() else set()
-    graph = graph or build_graph(model, inputs, protect=sorted(protected), protect_ends=cfg.protect_ends)
+    return build_graph(model, inputs, protect=sorted(protected), protect_ends=cfg.protect_ends)
+
+
+def scores_for(graph: DependencyGraph, cfg: PruneConfig, data: Batches | None) -> Scores:
     ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed)
-    scores = score_groups(graph, cfg.criterion, ctx)
-    macs_before, params_before = count_macs(model, inputs), count_params(model)
+    return score_groups(graph, cfg.criterion, ctx)
+
+
+def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None) -> PruneResult:
+    graph = graph_for(model, inputs, cfg)
+    scores = scores_for(graph, cfg, data)
 
     def plan_at(ratio: float) -> dict:
         removal = choose(graph, scores, policy=cfg.policy, ratio=ratio, ratios=dict(cfg.ratios),
@@ -63,7 +70,7 @@ def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
 
     ratio = cfg.ratio
     if cfg.budget is not None:
-        before = macs_before if cfg.budget.metric.value == "macs" else params_before
+        before = count_macs(model, inputs) if cfg.budget.metric.value == "macs" else count_params(model)
 
         def measure(r: float) -> float:
             candidate = apply_plan(model, plan_at(r))
@@ -72,19 +79,25 @@ def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
 
         ratio = solve_ratio(measure, cfg.budget.keep, tolerance=cfg.advanced.budget_tolerance,
                             metric=cfg.budget.metric.value)
-    plan = plan_at(ratio)
+    result = finish(model, inputs, graph, plan_at(ratio), cfg)
+    result.report.update(ratio=ratio, unscored=sorted(name for name, s in scores.items() if s is None))
+    return result
+
+
+def finish(model: nn.Module, inputs, graph: DependencyGraph, plan: dict, cfg: PruneConfig) -> PruneResult:
+    """Apply a plan to a copy, verify it, attach the replayable spec and report."""
     pruned = apply_plan(model, plan)
     error = verify_surgery(model, pruned, plan, inputs, tolerance=cfg.advanced.tolerance) if cfg.verify else None
     pruned = derive(model, pruned, "prune", plan)
     report = {
         "criterion": cfg.criterion,
-        "ratio": ratio,
+        "ratio": cfg.ratio,
         "policy": cfg.policy.value,
-        "params": {"before": params_before, "after": count_params(pruned)},
-        "macs": {"before": macs_before, "after": count_macs(pruned, inputs)},
+        "params": {"before": count_params(model), "after": count_params(pruned)},
+        "macs": {"before": count_macs(model, inputs), "after": count_macs(pruned, inputs)},
         "groups": [{"name": g["name"], "units": g["units"], "kept": g["units"] - len(g["removed"])}
                    for g in plan["groups"]],
-        "unscored": sorted(name for name, s in scores.items() if s is None),
+        "unscored": [],
         "pinned": dict(graph.pinned),
         "verification": None if error is None else {"max_relative_error": error,
                                                     "tolerance": cfg.advanced.tolerance},

@@ -55,7 +55,7 @@ class DependencyGraph:
     inputs: tuple[torch.Tensor, ...]
     slots: list[Slot]
     groups: list[Group]
-    pinned: dict[str, str]  # a few pinned channel sets: layer -> reason, for reports
+    pinned: dict[str, str]  # 'layer:role' of each pinned channel set -> why, for reports
     features: list[FeatureMap] = field(default_factory=list)
     roots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -161,7 +161,7 @@ def _assemble(model, gm, inputs, b: Builder, slots: list[Slot]) -> DependencyGra
     for root, keys in signature.items():
         reason = pinned_roots.get(root) or (None if root in produced else "no layer produces it")
         if reason is not None:
-            pinned.setdefault(keys[0][0], reason)
+            pinned.setdefault(f"{keys[0][0]}:{keys[0][1]}", reason)
             continue
         by_signature.setdefault(tuple(keys), []).append(root)
     slot_of = {s.key: s for s in slots}

@@ -104,7 +104,9 @@ def random(group: Group, ctx: ScoringContext) -> torch.Tensor:
 
 
 def score_groups(graph: DependencyGraph, criterion: str, ctx: ScoringContext) -> dict[str, torch.Tensor | None]:
-    from deepshrink.pruning import importance_data  # noqa: F401  (registers taylor and hrank)
-
     fn = CRITERIA.get(criterion)
     return {group.name: fn(group, ctx) for group in graph.groups}
+
+
+# The data-driven criteria register themselves into CRITERIA (kept in their own module for size).
+from deepshrink.pruning import importance_data  # noqa: E402,F401

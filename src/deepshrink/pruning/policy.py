@@ -21,24 +21,26 @@ Removal = dict[str, list[int]]
 
 
 def group_ratios(graph: DependencyGraph, ratio: float, overrides: dict[str, float]) -> dict[str, float]:
-    """Ratio of each group: the first per-layer key matching one of its producing layers, else
-    `ratio`. Every key must match at least one layer of the model."""
+    """Ratio of each group: a key naming the group itself, else the first key matching one of its
+    producing layers (a layer name or regex), else `ratio`. Every key must match something."""
     paths = [name for name, _ in graph.model.named_modules() if name]
+    names = {g.name for g in graph.groups}
     matched = {}
     for key in overrides:
         hits = set(match_key(key, paths))
-        if not hits:
-            raise ConfigError(f"per-layer ratio key '{key}' matches no layer")
+        if not hits and key not in names:
+            raise ConfigError(f"per-layer ratio key '{key}' matches no layer or group")
         matched[key] = hits
     result = {}
     for group in graph.groups:
         producers = {s.layer for s in group.producer_slots()}
-        key = next((k for k in overrides if matched[k] & producers), None)
+        key = group.name if group.name in overrides else next((k for k in overrides if matched[k] & producers), None)
         result[group.name] = overrides[key] if key is not None else ratio
     return result
 
 
-def _lowest(scores: torch.Tensor, count: int) -> list[int]:
+def lowest_units(scores: torch.Tensor, count: int) -> list[int]:
+    """Indices of the `count` lowest scores, sorted."""
     order = torch.argsort(scores, stable=True)  # ties: lower index goes first, deterministic
     return sorted(order[:count].tolist())
 
@@ -50,7 +52,7 @@ def uniform(graph: DependencyGraph, scores: Scores, ratios: dict[str, float], ro
             continue
         keep = primitives.kept_count(group.size, ratios[group.name], round_to)
         if keep < group.size:
-            removal[group.name] = _lowest(scores[group.name], group.size - keep)
+            removal[group.name] = lowest_units(scores[group.name], group.size - keep)
     return removal
 
 
@@ -75,7 +77,7 @@ def global_ranking(graph: DependencyGraph, scores: Scores, ratio: float, round_t
     for name, count in removed.items():
         keep = primitives.kept_count(sizes[name], count / sizes[name], round_to) if count else sizes[name]
         if keep < sizes[name]:
-            removal[name] = _lowest(scores[name], sizes[name] - keep)
+            removal[name] = lowest_units(scores[name], sizes[name] - keep)
     return removal
 
 

@@ -26,8 +26,12 @@ def class_path(cls: type) -> str:
 
 def register_channel_pad(cls: type | str, front: str, back: str) -> None:
     """Declare that `cls.forward` zero-pads channels with int attributes `front` and `back`,
-    so pruning may shrink the padding (e.g. the option-A shortcut of CIFAR ResNets)."""
+    so pruning may shrink the padding (e.g. the option-A shortcut of CIFAR ResNets). `cls` may be
+    given as "package.module:ClassName" so the module need not be imported."""
     CHANNEL_PADS[cls if isinstance(cls, str) else class_path(cls)] = (front, back)
+
+
+register_channel_pad("deepshrink.models.zoo.layers:ChannelPadShortcut", "pad_front", "pad_back")
 
 
 @register_op(torch.cat, torch.concat, torch.concatenate)

@@ -21,7 +21,7 @@ def calibration_batches(data: Any, size: int, batch_size: int = 64) -> list[torc
     """At most `size` normalised images from `data`, in batches of `batch_size`. `data` is a
     float tensor [N, C, H, W], a DataBundle (its train split, normalised with its mean/std), or
     an iterable of tensors or (images, labels) batches (a BatchLoader)."""
-    if _is_bundle(data):
+    if is_bundle(data):
         from deepshrink.data import BatchLoader
 
         data = BatchLoader(data.train, batch_size, train=False, augment=False, mean=data.mean, std=data.std)
@@ -47,7 +47,7 @@ def calibration_batches(data: Any, size: int, batch_size: int = 64) -> list[torc
     return batches
 
 
-def _is_bundle(data: Any) -> bool:
+def is_bundle(data: Any) -> bool:
     return all(hasattr(data, a) for a in ("train", "mean", "std", "num_classes"))
 
 

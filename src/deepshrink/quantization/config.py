@@ -60,6 +60,7 @@ class Advanced(BaseModel):
     histogram_bins: int = Field(2048, ge=64, le=16384)
     averaging_constant: float = Field(0.01, gt=0, le=1, description="moving-average observer update rate")
     calibration_batch_size: int = Field(64, ge=1)
+    distill_weight: float = Field(0.0, ge=0, description="QAT: weight of KL to the float model's logits")
 
 
 class QuantizeConfig(BaseModel):

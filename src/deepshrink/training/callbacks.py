@@ -55,7 +55,9 @@ class CrossEntropyObjective(nn.Module):
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
-    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
         return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing), logits
 

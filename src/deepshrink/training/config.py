@@ -4,7 +4,7 @@ value raises ConfigError naming the field, so nothing downstream re-checks it.""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -116,8 +116,20 @@ def format_errors(exc: ValidationError, cls: type[BaseModel]) -> str:
         field = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            message = f"unknown option (known: {', '.join(cls.model_fields)})"
+            message = f"unknown option (known: {', '.join(_model_at(cls, err['loc'][:-1]).model_fields)})"
         elif field:
             message = f"{message}, got {err['input']!r}"
         parts.append(f"{field}: {message}" if field else message)
     return "; ".join(parts)
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The (nested) config class that holds the field at `loc`, e.g. TrainConfig for ('train', 'x')."""
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field is not None else None
+        nested = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            break
+        cls = nested[0]
+    return cls

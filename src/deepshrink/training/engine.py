@@ -76,7 +76,16 @@ def train(
         distributed.teardown(ctx)
 
 
-def _run(model, data, config: TrainConfig, ctx, objective, callbacks: Callbacks, out_dir, resume) -> TrainResult:
+def _run(
+    model: nn.Module,
+    data: Any,
+    config: TrainConfig,
+    ctx: distributed.DistContext,
+    objective: Any,
+    callbacks: Callbacks,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+) -> TrainResult:
     local_batch = ctx.local_batch(config.batch_size)
     seed_everything(config.seed + ctx.rank)
     objective = CrossEntropyObjective(config.label_smoothing) if objective is None else objective
@@ -110,14 +119,14 @@ def _run(model, data, config: TrainConfig, ctx, objective, callbacks: Callbacks,
 
     val_loader = make_loader(data.val, local_batch, False, data, config, ctx) if _count(data.val) else None
     autocast = autocast_for(ctx.device, config.amp)
-    objective_params = [p for p in objective.parameters() if p.requires_grad] if isinstance(objective, nn.Module) else []
+    own_params = objective.parameters() if isinstance(objective, nn.Module) else ()
     run = StepContext(
         net=distributed.wrap(model, ctx),
         state=state,
         callbacks=callbacks,
         dist=ctx,
         clip_params=[p for group in optimizer.param_groups for p in group["params"]],
-        objective_params=objective_params,
+        objective_params=[p for p in own_params if p.requires_grad],
         autocast=autocast,
         memory_format=memory_format,
     )
@@ -150,7 +159,9 @@ def _run(model, data, config: TrainConfig, ctx, objective, callbacks: Callbacks,
     return TrainResult(model, state.history)
 
 
-def make_loader(imageset: Any, batch_size: int, train: bool, data: Any, config: TrainConfig, ctx) -> Any:
+def make_loader(
+    imageset: Any, batch_size: int, train: bool, data: Any, config: TrainConfig, ctx: distributed.DistContext
+) -> Any:
     """The data layer's BatchLoader for one split, sharded by rank (imported here: data is optional
     for users who only need configs and schedules)."""
     from deepshrink.data import BatchLoader

@@ -76,7 +76,8 @@ def train_epoch(run: StepContext, loader: Iterable, steps: int, progress: EpochP
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    totals = torch.stack([loss_sum, correct.to(torch.float64), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    seen_total = torch.tensor(float(seen), dtype=torch.float64, device=device)
+    totals = torch.stack([loss_sum, correct.to(torch.float64), seen_total])
     loss_total, correct_total, count = all_reduce_sum(totals, run.dist).tolist()
     count = max(count, 1.0)
     return {

@@ -59,7 +59,7 @@ class EpochProgress:
             if self._task is not None:
                 self._bar.remove_task(self._task)
                 self._task = None
-            self._bar.console.print(line)
+            self._bar.console.print(line, markup=False, highlight=False)
             self._bar.refresh()
 
     def close(self) -> None:

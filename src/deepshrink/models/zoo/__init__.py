@@ -2,6 +2,7 @@
 `deepshrink.models.MODELS`; `deepshrink.models.registry` imports it lazily on first lookup."""
 
 from deepshrink.models.zoo import densenet, digits, mobilenet_v2, resnet_cifar, vgg  # noqa: F401  (register)
+from deepshrink.models.zoo import ghostnet, mobilenet_v1, shufflenet_v2, squeezenet  # noqa: F401  (register)
 from deepshrink.models.zoo.layers import ChannelPadShortcut, ConvBNAct, use_pooled_shortcuts_
 from deepshrink.models.zoo.resnet_cifar import BasicBlock, CifarResNet
 

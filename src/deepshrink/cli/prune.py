@@ -1,0 +1,133 @@
+"""`deepshrink prune`: structured pruning of a trained model, optionally fine-tuned, written as a
+model directory (model.safetensors + model.json holding the replayable plan), metrics.json
+(params and MACs before/after, accuracy when --data is given) and the resolved prune_config.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deepshrink.cli.common import console, model_options, print_kv_table
+from deepshrink.errors import ConfigError
+
+
+def _config(options: dict[str, Any]):
+    """PruneConfig from --config (YAML/JSON), with the flags that were given on top."""
+    import yaml
+
+    from deepshrink.pruning import PruneConfig
+    from deepshrink.pruning.config import parse_config
+
+    base: dict[str, Any] = {}
+    if options["config_path"]:
+        with open(options["config_path"], encoding="utf-8") as handle:
+            base = yaml.safe_load(handle) or {}
+        if not isinstance(base, dict):
+            raise ConfigError(f"{options['config_path']}: expected a mapping of pruning options")
+    budgets = [(m, options[f"{m}_budget"]) for m in ("macs", "params") if options[f"{m}_budget"] is not None]
+    if len(budgets) > 1:
+        raise ConfigError("give at most one of --macs-budget and --params-budget")
+    overrides: dict[str, Any] = {
+        "criterion": options["criterion"], "ratio": options["ratio"], "policy": options["policy"],
+        "round_to": options["round_to"],
+        "budget": {"metric": budgets[0][0], "keep": budgets[0][1]} if budgets else None,
+        "schedule": {"kind": "iterative", "steps": options["steps"]} if options["steps"] else None,
+    }
+    if options["protect"]:
+        overrides["protect"] = {"names": list(options["protect"])}
+    if options["no_protect_ends"]:
+        overrides["protect_ends"] = False
+    return parse_config(PruneConfig, base, **overrides)
+
+
+def _calibration(data, count: int) -> list:
+    from deepshrink.data import BatchLoader
+
+    loader = BatchLoader(data.train, 64, train=False, mean=data.mean, std=data.std, limit_batches=count)
+    return list(loader)
+
+
+@click.command("prune")
+@model_options
+@click.option("--criterion", default=None, help="Importance criterion: fpgm (default), l1, l2, bn_scale, taylor, hrank, random.")
+@click.option("--ratio", type=float, default=None, help="Fraction of each coupled group's channels to remove (default 0.5).")
+@click.option("--policy", type=click.Choice(["uniform", "global"]), default=None)
+@click.option("--macs-budget", type=float, default=None, help="Prune until this fraction of the MACs is left (e.g. 0.5).")
+@click.option("--params-budget", type=float, default=None, help="Prune until this fraction of the parameters is left.")
+@click.option("--round-to", type=int, default=None, help="Kept channels per group rounded to this multiple (default 8).")
+@click.option("--protect", multiple=True, help="Layer (module path) never pruned; repeat for several.")
+@click.option("--no-protect-ends", is_flag=True, help="Also prune the first convolution and the classifier's input.")
+@click.option("--steps", type=int, default=None, help="Iterative pruning in this many steps (fine-tunes between; needs --data).")
+@click.option("--data", "data_spec", default=None, help="Dataset spec for calibration, fine-tuning and accuracy.")
+@click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune epochs after pruning (and per step).")
+@click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size.")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate.")
+@click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="YAML/JSON with PruneConfig fields; flags override it.")
+@click.option("--onnx", "export_onnx", is_flag=True, help="Also export the pruned model to OUT/model.onnx.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, lr, limit_batches, export_onnx, out,
+                  **options) -> None:
+    """Prune channels (verified surgery) and save the smaller model with its plan.
+
+    Example: deepshrink prune --model resnet32 --weights ../shared/weights/cifar10-jpeg/resnet32.pth
+    --criterion fpgm --ratio 0.5 --out runs/r32-fpgm
+    """
+    from deepshrink.fileio import write_json
+    from deepshrink.models import resolve_model, save_model
+    from deepshrink.pruning import prune
+
+    config = _config(options)
+    if (finetune_epochs or config.schedule.kind == "iterative") and not data_spec:
+        raise ConfigError("--finetune-epochs and --steps need --data to train on")
+    out_dir = Path(out)
+    data = None
+    if data_spec:
+        from deepshrink.data import load_data
+
+        data = load_data(data_spec)
+        model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
+                              mean=data.mean, std=data.std)
+    else:
+        model = resolve_model(model_name, weights=weights)
+    write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
+    calibration = _calibration(data, config.advanced.calibration_batches) if data is not None else None
+    finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches) if finetune_epochs else None
+    result = prune(model, config=config, data=calibration, finetune=finetune)
+    save_model(result.model, out_dir)
+    metrics: dict[str, Any] = {key: result.report[key] for key in ("params", "macs", "ratio", "verification")}
+    if data is not None:
+        from deepshrink.metrics import evaluate
+
+        metrics["test"] = {"before": evaluate(model, data, limit_batches=limit_batches),
+                           "after": evaluate(result.model, data, limit_batches=limit_batches)}
+    if export_onnx:
+        from deepshrink.export import export_onnx as write_onnx
+
+        metrics["onnx"] = str(write_onnx(result.model, out_dir / "model.onnx"))
+    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "prune_report.json", result.report)
+    print_kv_table("pruned", {
+        "params": f"{result.report['params']['before']:,} -> {result.report['params']['after']:,}",
+        "MACs": f"{result.report['macs']['before']:,} -> {result.report['macs']['after']:,}",
+        "ratio": result.report["ratio"],
+    })
+    console.print(f"wrote {out_dir}")
+
+
+def _finetuner(data, epochs: int, batch_size: int | None, lr: float | None, limit_batches: int | None):
+    from deepshrink.training import TrainConfig, train
+
+    if epochs < 0:
+        raise ConfigError(f"--finetune-epochs must be >= 0, got {epochs}")
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr if lr is not None else 0.01,
+                 "limit_batches": limit_batches}
+    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    return lambda model: train(model, data, config).model
+
+
+def register(group: click.Group) -> None:
+    group.add_command(prune_command)

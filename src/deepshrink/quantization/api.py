@@ -1,0 +1,123 @@
+"""The `quantize` verb: BN folding -> (equalisation) -> quantiser placement -> calibration ->
+(bias correction) -> (QAT) -> optional int8 ONNX export, recorded as transform "quantize"."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from deepshrink.models.spec import TRANSFORMS, derive
+from deepshrink.quantization.bias_correction import correct_bias
+from deepshrink.quantization.calibrate import calibrate, calibration_batches, run_batches
+from deepshrink.quantization.config import Method, QuantizeConfig
+from deepshrink.quantization.equalization import equalize
+from deepshrink.quantization.folding import fold_bn
+from deepshrink.quantization.graph import trace
+from deepshrink.quantization.prepare import apply_plan, make_plan, record_signs
+from deepshrink.quantization.primitives import sqnr_db
+from deepshrink.quantization.qat import run_qat
+from deepshrink.quantization.sizing import float_bytes, layer_bits, quantized_bytes
+
+
+@dataclass
+class QuantizeResult:
+    """The fake-quant model (eval mode; save it with `deepshrink.save_model`), the int8 ONNX file
+    when one was asked for, and a JSON-ready report."""
+
+    model: nn.Module
+    onnx_path: Path | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _ptq(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module) -> tuple[nn.Module, list[dict]]:
+    return model, []
+
+
+# Method -> what happens after calibration (PTQ: nothing; QAT: fine-tuning on the engine).
+METHODS: dict[Method, Callable[..., tuple[nn.Module, list[dict]]]] = {Method.PTQ: _ptq, Method.QAT: run_qat}
+
+
+def prepare_model(model: nn.Module, config: QuantizeConfig, batches: list[torch.Tensor]) -> tuple[nn.Module, nn.Module, dict]:
+    """(float base after folding/equalisation, calibrated fake-quant model, plan)."""
+    base = fold_bn(model) if config.advanced.fold_bn else trace(model)
+    if config.advanced.equalize:
+        base = equalize(base)
+    graph_module = trace(base)
+    plan = make_plan(graph_module, config)
+    quantized = apply_plan(graph_module, plan)
+    calibrate(quantized, batches, config.observer, config.advanced)
+    if config.advanced.bias_correction:
+        correct_bias(quantized, batches)
+    return base, quantized, plan
+
+
+def quantize(
+    model: nn.Module,
+    calibration_data: Any,
+    *,
+    method: str | Method | None = None,
+    bits: int | None = None,
+    observer: str | None = None,
+    config: QuantizeConfig | dict[str, Any] | None = None,
+    onnx_path: str | os.PathLike | None = None,
+    input_size: tuple[int, ...] | None = None,
+) -> QuantizeResult:
+    """Quantise `model` (W8A8 post-training quantisation by default).
+
+    `calibration_data`: normalised images [N, C, H, W], an iterable of batches, or a DataBundle
+    (required for method "qat", which trains on it). `method`, `bits` and `observer` override the
+    same fields of `config` (a QuantizeConfig or dict). With `onnx_path`, the int8 QDQ ONNX graph
+    is written there."""
+    overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
+    config = QuantizeConfig.coerce(config, **overrides)
+    batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
+    base, quantized, plan = prepare_model(model, config, batches)
+    quantized, history = METHODS[config.method](quantized, calibration_data, config, base)
+    quantized.eval()
+    record_signs(quantized, plan)
+    plan["config"] = config.model_dump(mode="json")
+    quantized = derive(base, quantized, "quantize", plan)
+    report = _report(base, quantized, config, batches, plan)
+    if history:
+        report["qat_history"] = history
+    path = None
+    if onnx_path is not None:
+        from deepshrink.quantization.int8_export import export_int8_onnx
+
+        path = export_int8_onnx(quantized, onnx_path, input_size)
+        report["onnx_bytes"] = path.stat().st_size
+    return QuantizeResult(quantized, path, report)
+
+
+def _report(base: nn.Module, quantized: nn.Module, config: QuantizeConfig, batches: list[torch.Tensor], plan: dict) -> dict[str, Any]:
+    reference, output = run_batches(base, batches), run_batches(quantized, batches)
+    sizes = quantized_bytes(quantized)
+    report = {
+        "method": config.method.value,
+        "weight": config.weight.value,
+        "activation": config.activation.value,
+        "bits": config.bits,
+        "act_bits": config.act_bits,
+        "observer": config.observer.value,
+        "calibration_images": sum(b.shape[0] for b in batches),
+        "layer_bits": layer_bits(quantized),
+        "float_layers": list(plan["float"]),
+        "fp32_bytes": float_bytes(base),
+        "quantized_bytes": sizes["total"],
+        "compression": float_bytes(base) / max(sizes["total"], 1),
+        "logits_sqnr_db": sqnr_db(reference, output),
+        "calibration_top1_agreement": float((reference.argmax(1) == output.argmax(1)).float().mean()),
+    }
+    return report
+
+
+@TRANSFORMS.register("quantize")
+def _replay_quantize(model: nn.Module, plan: dict) -> nn.Module:
+    """Rebuild the fake-quant architecture; scales and weights come from the saved state dict."""
+    return apply_plan(trace(model), plan, init=False)

@@ -1,0 +1,57 @@
+"""Quantisation-aware training on the shared training engine: the fake-quant model (STE, LSQ,
+PACT, DoReFa, BWN/XNOR, TWN quantisers) is fine-tuned with `deepshrink.training.train`; the
+learnable step sizes and clipping levels are ordinary parameters of the model, so the engine's
+optimiser trains them (as 0-d/1-d tensors they get no weight decay)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepshrink.errors import ConfigError
+from deepshrink.quantization.calibrate import is_bundle
+from deepshrink.quantization.config import QuantizeConfig
+
+# A short fine-tune from trained weights: small peak rate, cosine decay, light weight decay.
+QAT_DEFAULTS: dict[str, Any] = {
+    "epochs": 3, "lr": 0.01, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
+    "schedule": "cosine", "weight_decay": 5e-5, "batch_size": 128,
+}
+
+
+class DistillObjective(nn.Module):
+    """Cross-entropy plus `weight` * KL(teacher || student) on the logits: the float model
+    guides the low-bit one (Mishra & Marr 2018, Apprentice)."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.teacher = [teacher.eval()]  # a list: keep the teacher's weights out of the optimiser
+        self.weight, self.temperature = weight, temperature
+
+    def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(images)
+        with torch.no_grad():
+            target = self.teacher[0](images)
+        t = self.temperature
+        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1), log_target=True, reduction="batchmean")
+        return F.cross_entropy(logits, labels) + self.weight * t * t * kl, logits
+
+
+def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module | None = None) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune the calibrated fake-quant `model` on `data` (a DataBundle)."""
+    from deepshrink.training import TrainConfig, train
+
+    if not is_bundle(data):
+        raise ConfigError(
+            f"method 'qat' trains the quantised model, so its data must be a DataBundle "
+            f"(deepshrink.load_data(spec)), got {type(data).__name__}"
+        )
+    train_config = config.train or TrainConfig(**QAT_DEFAULTS)
+    objective = None
+    if teacher is not None and config.advanced.distill_weight > 0:
+        objective = DistillObjective(teacher, config.advanced.distill_weight)
+    result = train(model, data, train_config, objective=objective)
+    return result.model.eval(), result.history
