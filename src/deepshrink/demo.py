@@ -24,7 +24,7 @@ def run_demo(out_dir: Path, *, epochs: int = 15, seed: int = 0) -> dict:
     model = create_model(
         "digits_cnn", num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
     )
-    config = TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=1e-4,
+    config = TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=1e-4,
                          schedule="cosine", seed=seed, augment=False)
     result = train(model, data, config, out_dir=out_dir / "train")
     metrics = evaluate(result.model, data, split="test")

@@ -205,6 +205,11 @@ def calibration(batches: int = 2, classes: int = 10, size: int = 32) -> list[tup
             for _ in range(batches)]
 
 
+def resnet_a(num_classes: int = 10) -> TinyResNetA:
+    """Factory for `create_model("pruning_models:resnet_a")` (spec, save and reload)."""
+    return TinyResNetA(1, num_classes)
+
+
 PRUNABLE = {
     "resnet_a": lambda: TinyResNetA(1),
     "concat": ConcatNet,

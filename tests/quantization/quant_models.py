@@ -57,15 +57,20 @@ def classifier(num_classes: int = 4) -> nn.Module:
 
 
 class SkewedChain(nn.Module):
-    """conv-ReLU-conv-ReLU-conv whose channels have ranges spread over 1000x (for CLE)."""
+    """conv-ReLU-conv-ReLU-conv, reparametrised without changing its function: output channel i
+    of one layer scaled by k_i in [0.01, 10] and input channel i of the next by 1 / k_i - the
+    imbalance BN folding leaves behind, which CLE undoes."""
 
     def __init__(self) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(1)
         self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
         with torch.no_grad():
-            for conv in (self.c1, self.c2):
-                conv.weight.mul_(torch.logspace(-2, 1, conv.out_channels)[torch.randperm(conv.out_channels, generator=gen)].view(-1, 1, 1, 1))
+            for first, second in ((self.c1, self.c2), (self.c2, self.c3)):
+                k = torch.logspace(-2, 1, first.out_channels)[torch.randperm(first.out_channels, generator=gen)]
+                first.weight.mul_(k.view(-1, 1, 1, 1))
+                first.bias.mul_(k)
+                second.weight.div_(k.view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c3(F.relu(self.c2(F.relu(self.c1(x)))))

@@ -43,7 +43,7 @@ def test_equalization_helps_per_tensor_quantization():
 
     plain = quantized_output_sqnr(SkewedChain().eval())
     equalized = quantized_output_sqnr(equalize(SkewedChain().eval()))
-    assert equalized > plain + 3
+    assert equalized > plain + 10, (plain, equalized)
 
 
 def test_resnet_pairs_are_the_conv_relu_conv_inside_blocks():

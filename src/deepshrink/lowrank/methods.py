@@ -183,15 +183,16 @@ class Tucker2(ConvDecomposer):
     arity = 2
 
     def max_rank(self) -> Rank:
-        return (self.c_out, self.c_in)
+        # The rank of each channel unfolding: beyond it a Tucker factor adds nothing.
+        area = self.g.kernel_area
+        return (min(self.c_out, self.c_in * area), min(self.c_in, self.c_out * area))
 
     def family(self) -> list[Rank]:
-        # Both ranks grow in proportion to their channel counts: a chain, so params and MACs both
-        # rise along it.
-        steps = max(self.c_out, self.c_in)
-        ranks = [
-            (max(1, round(t * self.c_out / steps)), max(1, round(t * self.c_in / steps))) for t in range(1, steps + 1)
-        ]
+        # Both ranks grow in proportion to their limits: a chain, so params and MACs both rise
+        # along it.
+        top_out, top_in = self.max_rank()
+        steps = max(top_out, top_in)
+        ranks = [(max(1, round(t * top_out / steps)), max(1, round(t * top_in / steps))) for t in range(1, steps + 1)]
         return list(dict.fromkeys(ranks))
 
     def params(self, rank: Rank) -> int:

@@ -48,6 +48,7 @@ class ScoringContext:
 
 
 Criterion = Callable[[Group, ScoringContext], "torch.Tensor | None"]
+# Register with `needs_data=True` when the criterion reads ctx.batches(...).
 CRITERIA: Registry[Criterion] = Registry("importance criterion")
 
 
@@ -105,6 +106,8 @@ def random(group: Group, ctx: ScoringContext) -> torch.Tensor:
 
 def score_groups(graph: DependencyGraph, criterion: str, ctx: ScoringContext) -> dict[str, torch.Tensor | None]:
     fn = CRITERIA.get(criterion)
+    if CRITERIA.meta(criterion).get("needs_data"):
+        ctx.batches(criterion)  # fail early, even when no group is left to score
     return {group.name: fn(group, ctx) for group in graph.groups}
 
 

@@ -37,7 +37,7 @@ def _taylor_contributions(ctx: ScoringContext) -> list[dict[tuple[str, str], tor
     return per_batch
 
 
-@CRITERIA.register("taylor")
+@CRITERIA.register("taylor", needs_data=True)
 def taylor(group: Group, ctx: ScoringContext) -> torch.Tensor:
     """First-order Taylor estimate of the loss change when a unit is removed (Molchanov et al.
     2019): (sum over the unit's parameters of w * dL/dw)^2, averaged over batches."""
@@ -78,7 +78,7 @@ def _feature_ranks(ctx: ScoringContext) -> dict[str, torch.Tensor]:
     return {name: r / len(batches) for name, r in capture.ranks.items()}
 
 
-@CRITERIA.register("hrank")
+@CRITERIA.register("hrank", needs_data=True)
 def hrank(group: Group, ctx: ScoringContext) -> torch.Tensor | None:
     """Average rank of the unit's feature maps over a few batches (Lin et al. 2020), read after
     the activation where there is one. Groups without spatial feature maps are not ranked."""

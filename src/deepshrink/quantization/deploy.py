@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepshrink.errors import ExportError
+from deepshrink.models.spec import attach_spec, spec_of
 from deepshrink.quantization.act_quant import ActQuant, BinaryActQuant
 from deepshrink.quantization.modules import QUANT_LAYERS
 from deepshrink.quantization.prepare import ACT_MODULE, act_quantizers
@@ -126,7 +127,8 @@ def to_deploy(model: nn.Module) -> nn.Module:
         container[name] = DeployAct(quantizer)
     if hasattr(deployed, "recompile"):
         deployed.recompile()
-    return deployed
+    spec = spec_of(model)  # GraphModule's deepcopy drops instance attributes such as the spec
+    return attach_spec(deployed, spec) if spec is not None else deployed
 
 
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:

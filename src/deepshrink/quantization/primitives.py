@@ -163,5 +163,6 @@ def ternary_threshold(w: torch.Tensor, axis: int | None = 0, ratio: float = 0.7)
 
 def sqnr_db(reference: torch.Tensor, approximation: torch.Tensor) -> float:
     """Signal-to-quantisation-noise ratio in dB."""
+    reference, approximation = reference.detach().float(), approximation.detach().float()
     noise = (reference - approximation).pow(2).sum().clamp(min=1e-20)
     return float(10 * torch.log10(reference.pow(2).sum().clamp(min=1e-20) / noise))

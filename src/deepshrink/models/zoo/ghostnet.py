@@ -5,12 +5,13 @@ squeeze-excite (some blocks) → Ghost module, plus a shortcut. Then a 1×1 conv
 a 1×1 conv head to 1280 with bias and ReLU, dropout and a linear. Parameter names follow the
 authors' `ghostnet.py` (also timm's `ghostnet_100`) so their checkpoints load with `load_weights`.
 
-`ghostnet_imagenet` is the published network: 5,180,840 parameters at width 1.0 and 1000 classes,
-the authors' (and timm's) exact count (the paper says 5.2M). Squeeze-excite sits after the depthwise
-conv with reduction to make_divisible(C/4, 4) and a hard-sigmoid gate, as in that code.
+`ghostnet_imagenet` is the published network: 5,182,508 parameters at width 1.0 and 1000 classes,
+checked against the authors' code (same state-dict names and shapes; timm's `ghostnet_100` has the
+same structure); the paper rounds it to 5.2M. Squeeze-excite sits after the depthwise conv (or the
+first Ghost module at stride 1), reduces to make_divisible(C/4, 4) and gates with a hard sigmoid.
 `ghostnet` is the CIFAR variant: like the zoo's MobileNetV2, the stem and the first 24-channel block
 use stride 1, so a 32×32 input ends at 4×4. A stride-1 bottleneck has no depthwise conv, so that
-block loses one (432 weights + BatchNorm): 3,910,290 parameters at 10 classes. Widths are
+block loses one (432 weights + BatchNorm): 3,913,790 parameters at 10 classes. Widths are
 `width_mult` × the published ones rounded to multiples of 4, as in the reference code."""
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def _build(name: str, num_classes: int, width_mult: float, dropout: float, cifar
     mean=CIFAR_MEAN,
     std=CIFAR_STD,
     num_classes=10,
-    params=3_910_290,
+    params=3_913_790,
     family="ghostnet",
     description="GhostNet 1.0 (Han et al. 2020) with a CIFAR stem (stride-1 stem and first 24-channel block)",
 )
@@ -172,7 +173,7 @@ def ghostnet(num_classes: int = 10, *, width_mult: float = 1.0, dropout: float =
     mean=CIFAR_MEAN,  # the ImageNet statistics (see models/registry.py)
     std=CIFAR_STD,
     num_classes=1000,
-    params=5_180_840,
+    params=5_182_508,
     family="ghostnet",
     description="GhostNet 1.0 (Han et al. 2020) for 224x224 ImageNet, stride-2 stem as published",
 )
