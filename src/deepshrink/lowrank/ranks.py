@@ -118,7 +118,7 @@ def _param_budget(targets: list[Target], ctx: RankContext) -> tuple[int, Measure
 
 
 def _mac_budget(targets: list[Target], ctx: RankContext) -> tuple[int, Measure]:
-    from deepshrink.metrics.counting import macs as count_macs
+    from deepshrink.metrics import macs as count_macs
 
     total = count_macs(ctx.model, ctx.input_size)[0]
     shapes = trace_shapes(ctx.model, [t.name for t in targets], ctx.input_size)

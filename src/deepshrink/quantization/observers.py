@@ -156,15 +156,19 @@ class KLObserver(HistogramObserver):
             if int(inside.sum()) < self.grid.levels:  # fewer bins than levels: no information
                 continue
             first, last = int(inside.nonzero()[0]), int(inside.nonzero()[-1])
-            p = hist[first : last + 1].clone()
+            body = hist[first : last + 1]
+            p = body.clone()
             p[0] += hist[:first].sum()
             p[-1] += hist[last + 1 :].sum()
+            # Q quantises the body only (TensorRT): mass clipped into the edge bins is what P has
+            # and Q lacks, so aggressive clipping pays in divergence.
             scale, zero_point = compute_qparams(lo, hi, self.grid)
             level = torch.round(centers[first : last + 1] / scale + zero_point).long()
             level = level - level.min()
-            mass = torch.bincount(level, weights=p)
-            support = torch.bincount(level, weights=(p > 0).double())
-            q = torch.where(p > 0, mass[level] / support[level].clamp(min=1), torch.zeros_like(p))
+            mass = torch.bincount(level, weights=body)
+            support = torch.bincount(level, weights=(body > 0).double())
+            q = torch.where(body > 0, mass[level] / support[level].clamp(min=1), torch.zeros_like(p))
+            q = torch.where((p > 0) & (q == 0), torch.full_like(q, 1e-4 * float(body.sum()) / len(body)), q)
             p, q = p / p.sum(), q / q.sum()
             nz = p > 0
             kl = float((p[nz] * torch.log(p[nz] / q[nz])).sum())

@@ -17,7 +17,7 @@ import torch.nn as nn
 from deepshrink.errors import ConfigError, ModelError, UnsupportedOpError
 from deepshrink.quantization.act_quant import ActQuant, build_act_quant
 from deepshrink.quantization.config import DEFAULT_ACT, DEFAULT_WEIGHT, ActQuantizer, QuantizeConfig
-from deepshrink.quantization.graph import finish, is_add, module_of, set_module, weighted_function_nodes
+from deepshrink.quantization.graph import finish, is_add, is_homogeneous, module_of, set_module, weighted_function_nodes
 from deepshrink.quantization.modules import QUANT_LAYERS, QUANT_OF
 from deepshrink.quantization.weight_quant import build_weight_quant
 
@@ -71,6 +71,15 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
     for node in nodes:
         if is_add(node):
             wanted += [(arg, node, *add_act) for arg in node.all_input_nodes if arg.op != "get_attr"]
+    # Outputs of quantised layers and adds (after a trailing ReLU) feeding float ops such as pooling
+    # are quantised too, so ONNX Runtime can fuse the producer into an int8 kernel.
+    covered = {producer.name for producer, *_ in wanted}
+    for node in [*quantised, *(n for n in nodes if is_add(n))]:
+        tail = _activation_tail(graph_module, node)
+        users = [u for u in tail.users if u.op != "output"]
+        if users and len(users) == len(tail.users) and tail.name not in covered:
+            wanted += [(tail, user, *add_act) for user in users]
+            covered.add(tail.name)
     unknown = [k for k in config.layer_bits if k not in weights]
     if unknown:
         raise ConfigError(f"layer_bits: '{unknown[0]}' is not a quantised layer; layers: {', '.join(weights)}")
@@ -80,6 +89,16 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         "activations": _group([(*_through_identity(graph_module, p, c), k, b) for p, c, k, b in wanted]),
         "float": sorted(n for n in names if _matches(n, config.keep_float)),
     }
+
+
+def _activation_tail(graph_module: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """The node after `node` and any single-user ReLU-like nodes following it."""
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        if not is_homogeneous(graph_module, user) or type(module_of(graph_module, user)) in (nn.Identity, nn.Dropout):
+            break
+        node = user
+    return node
 
 
 def _through_identity(graph_module: fx.GraphModule, producer: fx.Node, consumer: fx.Node) -> tuple[fx.Node, fx.Node]:

@@ -1,0 +1,305 @@
+"""Architecture transforms that swap standard convolutions for lightweight blocks, initialised from
+the original weights so that recovery (fine-tuning, distillation) starts close to the original:
+
+- `to_depthwise_separable`: k×k conv → k×k depthwise conv + 1×1 pointwise conv (MobileNet). Their
+  composition has weight W'[o, i] = P[o, i]·D[i], so for each *input* channel i the (C_out, k·k)
+  slice W[:, i] is replaced by its best rank-1 approximation (truncated SVD, the least-squares
+  optimum in weight space): D[i] = √σ₁·v₁, P[:, i] = √σ₁·u₁.
+- `to_ghost`: conv → Ghost module (GhostNet): a primary conv with ceil(C_out/ratio) filters (the
+  largest-norm original filters, copied) whose outputs feed cheap d×d depthwise convs making the
+  other channels. Each remaining original filter goes to the primary whose cheap op reproduces it
+  best: the d×d kernel is the least-squares fit of the filter by shifted copies of the primary
+  filter (composition of the two convs), and filters are assigned greedily, best fit first,
+  ratio - 1 per primary. A fixed gather puts the channels back in the original order.
+
+Both return a new model, record their plan with `derive`, and register a replay in TRANSFORMS.
+Each plan lists the replaced layers with the relative weight-space error of the fit, which equals
+the relative output error for white inputs (measured in tests/nas/test_transforms.py)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepshrink.errors import ConfigError, ModelError
+from deepshrink.models.spec import TRANSFORMS, derive
+from deepshrink.pruning.selection import LayerSelection
+
+SEPARABLE, GHOST = "depthwise_separable", "ghost"
+Selector = Iterable[str] | LayerSelection | None
+
+
+class SeparableConv(nn.Module):
+    """Depthwise k×k (the original stride, padding, dilation) then pointwise 1×1 (the original bias)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        c_in = conv.in_channels
+        self.depthwise = nn.Conv2d(
+            c_in, c_in, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+            groups=c_in, bias=False, padding_mode=conv.padding_mode,
+        )  # fmt: skip
+        self.pointwise = nn.Conv2d(c_in, conv.out_channels, 1, bias=conv.bias is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class GhostConv(nn.Module):
+    """Primary conv → cheap depthwise convs (ratio - 1 outputs per primary channel), concatenated,
+    then `order` (a buffer, saved with the weights) picks the original channel order."""
+
+    def __init__(self, conv: nn.Conv2d, ratio: int, dw_size: int) -> None:
+        super().__init__()
+        primary = math.ceil(conv.out_channels / ratio)
+        bias = conv.bias is not None
+        self.primary = nn.Conv2d(
+            conv.in_channels, primary, conv.kernel_size, conv.stride, conv.padding,
+            bias=bias, padding_mode=conv.padding_mode,
+        )  # fmt: skip
+        self.cheap = nn.Conv2d(primary, primary * (ratio - 1), dw_size, 1, dw_size // 2, groups=primary, bias=bias)
+        self.register_buffer("order", torch.arange(conv.out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.primary(x)
+        return torch.cat([p, self.cheap(p)], dim=1).index_select(1, self.order)
+
+
+# --- fits (pure tensor maths) ---------------------------------------------------------------------
+
+
+def fit_separable(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(C_out, C_in, kh, kw) -> depthwise (C_in, 1, kh, kw), pointwise (C_out, C_in, 1, 1), and
+    the relative Frobenius error of the rank-1-per-input-channel approximation."""
+    c_out, c_in, kh, kw = weight.shape
+    slices = weight.double().permute(1, 0, 2, 3).reshape(c_in, c_out, kh * kw)
+    u, s, vh = torch.linalg.svd(slices, full_matrices=False)
+    root = s[:, :1].sqrt()  # split σ₁ evenly so neither factor carries the whole scale
+    depthwise = (root * vh[:, 0]).reshape(c_in, 1, kh, kw)
+    pointwise = (u[:, :, 0] * root).T.reshape(c_out, c_in, 1, 1)
+    error = (s[:, 1:].square().sum() / s.square().sum().clamp_min(1e-300)).sqrt().item()
+    return depthwise.to(weight.dtype), pointwise.to(weight.dtype), error
+
+
+def _shifted(primary: torch.Tensor, stride: tuple[int, int], dw_size: int) -> torch.Tensor:
+    """(m, C_in, kh, kw) -> (m, d·d, C_in·Sh·Sw): each primary filter placed at the d·d offsets, in
+    input pixels, at which the cheap d×d conv reads it; canvas S = k + stride·(d - 1)."""
+    extra_h, extra_w = stride[0] * (dw_size - 1), stride[1] * (dw_size - 1)
+    copies = []
+    for ty in range(dw_size):
+        for tx in range(dw_size):
+            top, left = stride[0] * ty, stride[1] * tx
+            copies.append(F.pad(primary, (left, extra_w - left, top, extra_h - top)))
+    return torch.stack(copies, 1).flatten(2)
+
+
+def fit_ghost(
+    weight: torch.Tensor, ratio: int, dw_size: int, stride: tuple[int, int] = (1, 1)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Fit a Ghost module to a conv weight (C_out, C_in, kh, kw). Returns the indices of the primary
+    filters (m,), the cheap kernels (m·(ratio-1), 1, d, d), `order` (C_out,) into the concatenated
+    [primary, cheap] outputs, `source` (m·(ratio-1),) the original filter each cheap channel fits
+    (-1: unused), and the relative Frobenius error of the composed weights."""
+    c_out = weight.shape[0]
+    w = weight.double()
+    m, ghosts = math.ceil(c_out / ratio), ratio - 1
+    norms = w.flatten(1).norm(dim=1)
+    primary = norms.argsort(descending=True)[:m].sort().values
+    chosen = set(primary.tolist())
+    rest = torch.tensor([o for o in range(c_out) if o not in chosen], dtype=torch.long)
+    design = _shifted(w[primary], stride, dw_size)  # (m, d², X)
+    half = (dw_size - 1) // 2
+    pad_h, pad_w = stride[0] * half, stride[1] * half
+    target = F.pad(w[rest], (pad_w, pad_w, pad_h, pad_h)).flatten(1)  # the filter centred on the canvas
+    gram = design @ design.transpose(1, 2)  # (m, d², d²)
+    gram += 1e-10 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None] * torch.eye(dw_size**2)
+    rhs = design @ target.T  # (m, d², R)
+    kernels = torch.linalg.solve(gram, rhs)  # (m, d², R): least-squares cheap kernel per (primary, filter)
+    explained = (kernels * rhs).sum(1)  # (m, R): squared norm of each fit
+    energy = target.square().sum(1).clamp_min(1e-300)
+    cheap = torch.zeros(m * ghosts, dw_size * dw_size, dtype=w.dtype)
+    source = torch.full((m * ghosts,), -1, dtype=torch.long)
+    order = torch.empty(c_out, dtype=torch.long)
+    order[primary] = torch.arange(m)
+    used, done, residual = [0] * m, set(), 0.0
+    for flat in (explained / energy).flatten().argsort(descending=True).tolist():  # best fits first
+        j, r = divmod(flat, len(rest))
+        if r in done or used[j] == ghosts:
+            continue
+        slot = j * ghosts + used[j]
+        used[j] += 1
+        done.add(r)
+        cheap[slot], source[slot], order[rest[r]] = kernels[j, :, r], rest[r], m + slot
+        residual += (energy[r] - explained[j, r]).clamp_min(0).item()
+        if len(done) == len(rest):
+            break
+    error = math.sqrt(residual / max(w.square().sum().item(), 1e-300))
+    return primary, cheap.reshape(-1, 1, dw_size, dw_size).to(weight.dtype), order, source, error
+
+
+# --- layer selection ------------------------------------------------------------------------------
+
+
+def separable_reason(conv: nn.Module) -> str | None:
+    """Why a module cannot become depthwise-separable, or None when it can."""
+    if not isinstance(conv, nn.Conv2d):
+        return f"is a {type(conv).__name__}, not a Conv2d"
+    if conv.groups != 1:
+        return f"is a grouped convolution (groups={conv.groups})"
+    if max(conv.kernel_size) == 1:
+        return "is a 1×1 convolution (nothing to separate)"
+    return None
+
+
+def ghost_reason(conv: nn.Module) -> str | None:
+    """Why a module cannot become a Ghost module, or None when it can."""
+    if not isinstance(conv, nn.Conv2d):
+        return f"is a {type(conv).__name__}, not a Conv2d"
+    if conv.groups != 1:
+        return f"is a grouped convolution (groups={conv.groups})"
+    if conv.dilation != (1, 1):
+        return f"is dilated (dilation={conv.dilation}); the cheap-op fit assumes dense kernels"
+    if conv.out_channels < 2:
+        return "has a single output channel"
+    return None
+
+
+def _resolve(model: nn.Module, selector: Selector, field: str) -> set[str]:
+    if isinstance(selector, LayerSelection):
+        return selector.resolve(model, what=field)
+    if isinstance(selector, str):  # a lone name, not its characters
+        selector = [selector]
+    return LayerSelection(names=tuple(selector)).resolve(model, what=field)
+
+
+def select_layers(
+    model: nn.Module, include: Selector, exclude: Selector, reason: Callable[[nn.Module], str | None], what: str
+) -> list[str]:
+    """Eligible convolutions at or under the included paths, minus those at or under excluded ones.
+    include=None means every eligible conv; exclude=None then keeps the first convolution (it sees
+    the raw pixels, and with 1-3 input channels has little to save)."""
+    modules = dict(model.named_modules())
+    eligible = [n for n, m in modules.items() if n and reason(m) is None]
+    under = lambda name, roots: any(name == r or name.startswith(r + ".") for r in roots)  # noqa: E731
+    if include is None:
+        chosen = eligible
+        if exclude is None:
+            first = next((n for n, m in modules.items() if isinstance(m, nn.Conv2d)), None)
+            exclude = [first] if first else []
+    else:
+        roots = _resolve(model, include, f"{what} include")
+        for root in sorted(roots):
+            if not any(under(n, [root]) for n in eligible):
+                why = reason(modules[root]) or "contains no eligible convolution"
+                raise ConfigError(f"{what} include: layer '{root}' {why}")
+        chosen = [n for n in eligible if under(n, roots)]
+    dropped = _resolve(model, exclude, f"{what} exclude") if exclude else set()
+    chosen = [n for n in chosen if not under(n, dropped)]
+    if not chosen:
+        raise ConfigError(f"{what}: no convolution left to replace after include/exclude")
+    return chosen
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def _replaceable(model: nn.Module, name: str, reason: Callable[[nn.Module], str | None], kind: str) -> nn.Conv2d:
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise ModelError(f"replaying '{kind}': the model has no layer '{name}'") from None
+    why = reason(module)
+    if why is not None:
+        raise ModelError(f"replaying '{kind}': layer '{name}' {why}")
+    return module
+
+
+# --- transforms and their replays -----------------------------------------------------------------
+
+
+def to_depthwise_separable(model: nn.Module, *, include: Selector = None, exclude: Selector = None) -> nn.Module:
+    """A new model whose selected k×k convolutions (groups=1) are depthwise k×k + pointwise 1×1,
+    fitted to the original weights by a rank-1 SVD per input channel. The original is untouched."""
+    names = select_layers(model, include, exclude, separable_reason, "to_depthwise_separable")
+    new = copy.deepcopy(model)
+    layers = []
+    for name in names:
+        conv = new.get_submodule(name)
+        block = SeparableConv(conv).to(conv.weight.device).train(conv.training)
+        depthwise, pointwise, error = fit_separable(conv.weight.detach())
+        with torch.no_grad():
+            block.depthwise.weight.copy_(depthwise)
+            block.pointwise.weight.copy_(pointwise)
+            if conv.bias is not None:
+                block.pointwise.bias.copy_(conv.bias)
+        _set_module(new, name, block)
+        layers.append({"name": name, "relative_error": round(error, 6)})
+    return derive(model, new, SEPARABLE, {"layers": layers})
+
+
+def to_ghost(
+    model: nn.Module, ratio: int = 2, *, dw_size: int = 3, include: Selector = None, exclude: Selector = None
+) -> nn.Module:
+    """A new model whose selected convolutions (groups=1) are Ghost modules keeping 1/ratio of the
+    filters and making the rest with cheap dw_size×dw_size depthwise convs fitted by least squares."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 2:
+        raise ConfigError(f"to_ghost: ratio must be an integer >= 2, got {ratio!r}")
+    if isinstance(dw_size, bool) or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
+        raise ConfigError(f"to_ghost: dw_size must be an odd integer >= 1, got {dw_size!r}")
+    names = select_layers(model, include, exclude, ghost_reason, "to_ghost")
+    new = copy.deepcopy(model)
+    layers = []
+    for name in names:
+        conv = new.get_submodule(name)
+        block = GhostConv(conv, ratio, dw_size).to(conv.weight.device).train(conv.training)
+        primary, cheap, order, source, error = fit_ghost(conv.weight.detach(), ratio, dw_size, conv.stride)
+        with torch.no_grad():
+            block.primary.weight.copy_(conv.weight[primary])
+            block.cheap.weight.copy_(cheap)
+            block.order.copy_(order)
+            if conv.bias is not None:
+                # cheap(p + b_j) = cheap(p) + b_j·ΣK away from the border: subtract it from the target bias.
+                used = source >= 0
+                block.primary.bias.copy_(conv.bias[primary])
+                block.cheap.bias.zero_()
+                parent = torch.arange(len(source), device=source.device) // (ratio - 1)
+                block.cheap.bias[used] = conv.bias[source[used]] - conv.bias[primary][parent[used]] * cheap[used].sum((1, 2, 3))
+        _set_module(new, name, block)
+        layers.append({"name": name, "relative_error": round(error, 6)})
+    return derive(model, new, GHOST, {"ratio": ratio, "dw_size": dw_size, "layers": layers})
+
+
+def _layer_names(plan: dict[str, Any], kind: str) -> list[str]:
+    layers = plan.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in layers):
+        raise ModelError(f"replaying '{kind}': plan field 'layers' must be a list of {{'name': ...}} entries")
+    return [x["name"] for x in layers]
+
+
+@TRANSFORMS.register(SEPARABLE)
+def replay_separable(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
+    """Rebuild the shapes of a depthwise-separable model (weights are loaded afterwards)."""
+    for name in _layer_names(plan, SEPARABLE):
+        conv = _replaceable(model, name, separable_reason, SEPARABLE)
+        _set_module(model, name, SeparableConv(conv).train(conv.training))
+    return model
+
+
+@TRANSFORMS.register(GHOST)
+def replay_ghost(model: nn.Module, plan: dict[str, Any]) -> nn.Module:
+    """Rebuild the shapes of a Ghost-module model (weights and channel order are loaded afterwards)."""
+    ratio, dw_size = plan.get("ratio"), plan.get("dw_size")
+    if not isinstance(ratio, int) or ratio < 2 or not isinstance(dw_size, int) or dw_size < 1 or dw_size % 2 == 0:
+        raise ModelError(f"replaying '{GHOST}': plan needs an integer ratio >= 2 and an odd dw_size, got {ratio!r}, {dw_size!r}")
+    for name in _layer_names(plan, GHOST):
+        conv = _replaceable(model, name, ghost_reason, GHOST)
+        _set_module(model, name, GhostConv(conv, ratio, dw_size).train(conv.training))
+    return model

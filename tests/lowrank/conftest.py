@@ -1,0 +1,28 @@
+"""Fixtures for the low-rank tests: a tiny CNN with a DeepShrink spec and example inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from deepshrink.models import create_model
+
+TINY = "lowrank_models:tiny_cnn"
+TINY_SIZE = (3, 16, 16)
+
+
+@pytest.fixture
+def tiny() -> nn.Module:
+    """TinyCNN with trained-looking statistics: BN running stats away from 0/1, eval mode."""
+    torch.manual_seed(0)
+    model = create_model(TINY, input_size=TINY_SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(8, *TINY_SIZE, generator=torch.Generator().manual_seed(1))

@@ -1,0 +1,97 @@
+"""Registry-driven: every zoo model and every criterion at ratios 0.3 / 0.5 / 0.7 prunes, passes
+verification, exports to ONNX and reloads from plan + weights to identical outputs; ratio 0 is
+the identity. The full sweep is marked slow; the default suite covers every model once and every
+criterion on ResNet-20. Also the headline ResNet-32 numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pruning_models import calibration
+
+from deepshrink.export import export_onnx
+from deepshrink.export.runtime import run_onnx
+from deepshrink.models import create_model, list_models, load, save_model
+from deepshrink.pruning import CRITERIA, prune
+
+CRITERION_NAMES = [name for name in CRITERIA.names() if not name.startswith("test_")]
+RATIOS = (0.3, 0.5, 0.7)
+FAST_MODELS = {"resnet20"}
+
+
+def _inputs(model) -> torch.Tensor:
+    return torch.randn(2, *model.deepshrink_spec.input_size, generator=torch.Generator().manual_seed(3))
+
+
+def _check(name: str, criterion: str, ratio: float, tmp_path) -> None:
+    model = create_model(name).eval()
+    x = _inputs(model)
+    size = model.deepshrink_spec.input_size
+    data = calibration(1, classes=model.deepshrink_spec.num_classes, size=size[-1])
+    data = [(images[:, : size[0]], labels) for images, labels in data]
+    result = prune(model, x, criterion=criterion, ratio=ratio, protect_ends=False, data=data)
+    assert result.report["verification"]["max_relative_error"] <= 1e-4
+    if ratio > 0 and any(g["units"] > 8 for g in result.report["groups"]) and not result.report["unscored"]:
+        assert result.report["params"]["after"] < result.report["params"]["before"]
+    save_model(result.model, tmp_path)
+    reloaded = load(tmp_path).eval()
+    with torch.no_grad():
+        expected = result.model.eval()(x)
+        assert torch.equal(reloaded(x), expected)
+    onnx_out = run_onnx(export_onnx(result.model, tmp_path / "m.onnx"), x.numpy())
+    assert torch.allclose(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=1e-3)
+
+
+def _cases():
+    for name in list_models():
+        for criterion in CRITERION_NAMES:
+            for ratio in RATIOS:
+                fast = name in FAST_MODELS or (criterion == "fpgm" and ratio == 0.5)
+                marks = () if fast else (pytest.mark.slow,)
+                yield pytest.param(name, criterion, ratio, marks=marks, id=f"{name}-{criterion}-{ratio}")
+
+
+@pytest.mark.parametrize("name, criterion, ratio", list(_cases()))
+def test_zoo_prunes_verifies_exports_and_reloads(name: str, criterion: str, ratio: float, tmp_path) -> None:
+    _check(name, criterion, ratio, tmp_path)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_ratio_zero_is_the_identity(name: str) -> None:
+    model = create_model(name).eval()
+    x = _inputs(model)
+    result = prune(model, x, ratio=0.0, protect_ends=False)
+    with torch.no_grad():
+        assert torch.equal(result.model(x), model(x))
+    assert result.report["params"]["after"] == result.report["params"]["before"]
+
+
+def _convs(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_resnet32_fpgm_half_through_option_a_shortcuts(tmp_path) -> None:
+    """Block outputs pruned through the zero-padding shortcuts: every conv halves both ways."""
+    model = create_model("resnet32").eval()
+    result = prune(model, criterion="fpgm", ratio=0.5, protect_ends=False)
+    before, after = _convs(model), _convs(result.model)
+    assert all(after[n].out_channels == before[n].out_channels // 2 for n in before)
+    assert all(after[n].in_channels == max(3, before[n].in_channels // 2) for n in before)
+    macs = result.report["macs"]["after"] / result.report["macs"]["before"]
+    assert 0.24 <= macs <= 0.26  # about -75 % MACs
+    assert result.report["verification"]["max_relative_error"] <= 1e-4
+    assert export_onnx(result.model, tmp_path / "a.onnx").is_file()
+
+
+def test_resnet32_fpgm_half_with_block_outputs_protected(tmp_path) -> None:
+    """Default protection (first conv and classifier) pins the block outputs: intra-block only."""
+    model = create_model("resnet32").eval()
+    result = prune(model, criterion="fpgm", ratio=0.5)
+    before, after = _convs(model), _convs(result.model)
+    for name in before:
+        inner = name.endswith("conv1") and name != "conv1"
+        assert after[name].out_channels == before[name].out_channels // (2 if inner else 1)
+    macs = result.report["macs"]["after"] / result.report["macs"]["before"]
+    assert 0.49 <= macs <= 0.51  # about -50 % MACs
+    assert result.report["verification"]["max_relative_error"] <= 1e-4
+    assert export_onnx(result.model, tmp_path / "b.onnx").is_file()

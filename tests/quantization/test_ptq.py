@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import deepshrink
+from deepshrink.errors import ConfigError, DataError, UnsupportedOpError
+from deepshrink.quantization import OBSERVERS, QuantizeConfig
+from deepshrink.quantization.modules import QUANT_LAYERS
+from deepshrink.quantization.prepare import act_quantizers
+from quant_models import SIZE, normalized, tiny_resnet, with_spec
+
+
+@pytest.mark.parametrize("observer", OBSERVERS.names())
+def test_w8a8_ptq_keeps_the_predictions(trained, bundle, observer):
+    x, y = normalized(bundle.test)
+    result = deepshrink.quantize(trained, x[:128], observer=observer)
+    with torch.no_grad():
+        reference, quantized = trained(x), result.model(x)
+    assert (quantized.argmax(1) == y).float().mean() >= 0.98
+    assert result.report["logits_sqnr_db"] > 25
+    assert result.report["bits"] == 8 and result.report["observer"] == observer
+    assert result.report["compression"] > 3.0
+    assert (quantized.argmax(1) == reference.argmax(1)).float().mean() >= 0.98
+
+
+def test_fewer_bits_mean_more_error(trained, bundle):
+    x, _ = normalized(bundle.test)
+    sqnr = [deepshrink.quantize(trained, x[:64], bits=b, config={"first_last_bits": None}).report["logits_sqnr_db"] for b in (8, 4, 2)]
+    assert sqnr[0] > sqnr[1] > sqnr[2]
+
+
+def test_quantizers_sit_on_layer_inputs_adds_and_outputs():
+    model = tiny_resnet()
+    result = deepshrink.quantize(model, torch.randn(32, *SIZE))
+    quantized = result.model
+    layers = [m for m in quantized.modules() if isinstance(m, QUANT_LAYERS)]
+    assert len(layers) == 8  # 7 convs + linear, BN folded away
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in quantized.modules())
+    names = set(act_quantizers(quantized))
+    # input, per block: relu after conv1, conv2 output, shortcut (padded ones) and block output, and
+    # the pooled features before the linear layer
+    assert {"x", "relu", "layer1_0_conv2", "relu_2", "flatten"} <= names
+    assert all(layer.__dict__["input_quant"] is not None for layer in layers)
+    assert all(not q.signed for q in act_quantizers(quantized).values())  # uint8 everywhere
+
+
+def test_first_and_last_layers_keep_their_precision(trained, bundle):
+    x, _ = normalized(bundle.test)
+    report = deepshrink.quantize(trained, x[:32], bits=4).report
+    assert report["layer_bits"] == {"conv1": 8, "conv2": 4, "fc": 8}
+    report = deepshrink.quantize(trained, x[:32], bits=4, config={"first_last_bits": None}).report
+    assert set(report["layer_bits"].values()) == {4}
+
+
+def test_keep_float_leaves_a_layer_unquantized(trained, bundle):
+    x, _ = normalized(bundle.test)
+    result = deepshrink.quantize(trained, x[:32], config={"keep_float": ["fc"]})
+    assert type(result.model.fc) is nn.Linear
+    assert result.report["float_layers"] == ["fc"]
+    with pytest.raises(ConfigError, match="keep_float: 'head' matches no layer; layers: conv1, conv2, fc"):
+        deepshrink.quantize(trained, x[:32], config={"keep_float": ["head"]})
+
+
+class _WithTranspose(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+
+    def forward(self, x):
+        return self.up(torch.relu(self.conv(x))).mean(dim=(2, 3))
+
+
+def test_an_op_that_cannot_be_quantized_is_named_and_can_stay_float():
+    model, x = _WithTranspose().eval(), torch.randn(8, 3, 6, 6)
+    with pytest.raises(UnsupportedOpError, match=r"layer 'up' \(ConvTranspose2d\) cannot be quantised; leave it in float with keep_float=\['up'\]"):
+        deepshrink.quantize(model, x)
+    result = deepshrink.quantize(model, x, config={"keep_float": ["up"]})
+    assert type(result.model.up) is nn.ConvTranspose2d and result.report["layer_bits"] == {"conv": 8}
+    torch.testing.assert_close(result.model(x), model(x), atol=0.05, rtol=0.05)
+
+
+def test_bad_input_errors(trained, bundle):
+    x, _ = normalized(bundle.test)
+    with pytest.raises(DataError, match="calibration data is empty"):
+        deepshrink.quantize(trained, x[:0])
+    with pytest.raises(DataError, match="calibration data is empty"):
+        deepshrink.quantize(trained, [])
+    with pytest.raises(ConfigError, match="bits: Input should be less than or equal to 8, got 16"):
+        deepshrink.quantize(trained, x, bits=16)
+    with pytest.raises(ConfigError, match="act_bits: Input should be greater than or equal to 1, got 0"):
+        deepshrink.quantize(trained, x, config={"act_bits": 0})
+    with pytest.raises(ConfigError, match="layer_bits: 'conv9' is not a quantised layer"):
+        deepshrink.quantize(trained, x, config={"layer_bits": {"conv9": 4}})
+    with pytest.raises(ConfigError, match="observer: Input should be 'minmax'"):
+        QuantizeConfig(observer="entropy")
+    with pytest.raises(ConfigError, match="method 'qat' trains the quantised model, so its data must be a DataBundle"):
+        deepshrink.quantize(trained, x, method="qat")
+
+
+def test_bias_correction_and_equalization_run_and_help_at_low_bits(trained, bundle):
+    x, _ = normalized(bundle.test)
+    options = {"bits": 3, "first_last_bits": None}
+    plain = deepshrink.quantize(trained, x[:128], config=options).report["logits_sqnr_db"]
+    corrected = deepshrink.quantize(trained, x[:128], config={**options, "advanced": {"bias_correction": True, "equalize": True}})
+    assert corrected.report["logits_sqnr_db"] > plain
+    kinds = [t["kind"] for t in corrected.model.deepshrink_spec.transforms]
+    assert kinds == ["fold_bn", "equalize", "quantize"]
+
+
+@pytest.mark.parametrize("method_options", [{}, {"bits": 4, "observer": "mse"}])
+def test_quantized_model_saves_and_reloads_exactly(trained, bundle, tmp_path, method_options):
+    x, _ = normalized(bundle.test)
+    result = deepshrink.quantize(trained, x[:64], **method_options)
+    deepshrink.save_model(result.model, tmp_path / "q")
+    loaded = deepshrink.load(tmp_path / "q")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model(x), rtol=0, atol=0)
+    assert [t["kind"] for t in loaded.deepshrink_spec.transforms] == ["fold_bn", "quantize"]
+
+
+def test_resnet_with_spec_reloads(tmp_path):
+    model = with_spec(tiny_resnet(), "quant_models:tiny_resnet")
+    x = torch.randn(16, *SIZE)
+    result = deepshrink.quantize(model, x)
+    deepshrink.save_model(result.model, tmp_path / "r")
+    with torch.no_grad():
+        torch.testing.assert_close(deepshrink.load(tmp_path / "r")(x), result.model(x), rtol=0, atol=0)
