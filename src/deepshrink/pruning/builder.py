@@ -38,6 +38,21 @@ class Value:
 
 
 @dataclass
+class SplitValue:
+    """Channels split over two tensor dims by a reshape, as in a channel shuffle: `grid[i, j]` is
+    the atom at index i of dim `dims[0]` and j of dim `dims[1]`. Only reshape, transpose and
+    copies may act on it; the reshape that merges the dims back yields a Value again."""
+
+    grid: np.ndarray
+    dims: tuple[int, int]
+    shape: tuple[int, ...]
+
+    @property
+    def atoms(self) -> np.ndarray:
+        return self.grid.reshape(-1)
+
+
+@dataclass
 class ParamRef:
     """A parameter or buffer read directly in forward (get_attr), e.g. a learned per-channel scale."""
 
@@ -157,9 +172,9 @@ class Builder:
 Handler = Callable[..., Any]
 
 
-def tensor_args(args: Any) -> list[Value]:
-    """Every Value inside (possibly nested) handler arguments."""
-    if isinstance(args, Value):
+def tensor_args(args: Any) -> list[Value | SplitValue]:
+    """Every traced activation inside (possibly nested) handler arguments."""
+    if isinstance(args, (Value, SplitValue)):
         return [args]
     if isinstance(args, (list, tuple)):
         return [v for a in args for v in tensor_args(a)]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deepshrink.pruning.builder import DYNAMIC, Builder, ParamRef, Value, norm_dim
+from deepshrink.pruning.builder import DYNAMIC, Builder, ParamRef, SplitValue, Value, norm_dim
 
 _FUNCTIONS: dict[Any, Callable] = {}
 _METHODS: dict[str, Callable] = {}
@@ -65,14 +65,30 @@ def _activation(b, args, kwargs):
     return _same_channels(b, _first_value(b, args), after_activation=True)
 
 
+def accepts_split(handler: Callable) -> Callable:
+    """Mark a handler that also understands SplitValue (channels split over two dims)."""
+    handler.accepts_split = True
+    return handler
+
+
+@register_op("contiguous", "clone", "detach", "float", "double", "half", "to", "type_as", "cpu", "cuda")
+@accepts_split
+def _copy(b, args, kwargs):
+    x = args[0]
+    if isinstance(x, SplitValue):
+        if b.shape() != x.shape:
+            raise b.unsupported("changes the shape of channels split across two dimensions")
+        return x
+    return _same_channels(b, _first_value(b, args))
+
+
 @register_op(
     torch.clamp, torch.clip, torch.abs, torch.neg, operator.neg, torch.exp, torch.sqrt, torch.square,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.interpolate,
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.lp_pool2d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-    "clamp", "clamp_", "clip", "abs", "neg", "exp", "sqrt", "square", "pow", "contiguous", "clone", "detach",
-    "float", "double", "half", "to", "type_as", "cpu", "cuda",
+    "clamp", "clamp_", "clip", "abs", "neg", "exp", "sqrt", "square", "pow",
 )
 def _channelwise(b, args, kwargs):
     """Ops acting on each channel separately (pooling and resizing change only spatial dims)."""
@@ -133,5 +149,6 @@ def _reduce(b, args, kwargs):
 
 
 @register_op("size", "dim", "numel", getattr)
+@accepts_split
 def _shape_query(b, args, kwargs):
     return DYNAMIC

@@ -17,7 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from deepshrink.pruning import functional_ops, shape_ops, weighted_ops  # noqa: F401  (register ops)
-from deepshrink.pruning.builder import DYNAMIC, Builder, FeatureMap, ParamRef, Slot, Value, tensor_args
+from deepshrink.pruning.builder import DYNAMIC, Builder, FeatureMap, ParamRef, Slot, SplitValue, Value, tensor_args
 from deepshrink.pruning.layer_ops import layer_op, leaf_types
 from deepshrink.pruning.trace import example_inputs_for, propagate_shapes, trace
 
@@ -107,13 +107,17 @@ def _dispatch(b: Builder, node: fx.Node, args, kwargs):
         op = layer_op(module)
         if op is None:
             raise b.unsupported("has no channel semantics (not a known layer type)")
-        if not args or not isinstance(args[0], Value) or len(tensor_args(args)) != 1:
+        if not args or type(args[0]) is not Value or len(tensor_args(args)) != 1:
             raise b.unsupported("is called with other than one traced activation")
         return op.trace(b, node.target, module, args[0])
     handler = functional_ops.method_op(node.target) if node.op == "call_method" else functional_ops.function_op(
         node.target
     )
     if handler is not None:
+        if not getattr(handler, "accepts_split", False) and any(
+            isinstance(v, SplitValue) for v in tensor_args((args, kwargs))
+        ):
+            raise b.unsupported("acts on channels split across two dimensions (only reshape and transpose may)")
         return handler(b, args, kwargs)
     touches_tensors = tensor_args((args, kwargs)) or any(isinstance(a, ParamRef) for a in (*args, *kwargs.values()))
     if not touches_tensors and not hasattr(node.meta.get("tensor_meta"), "shape"):

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from deepshrink.pruning.builder import DYNAMIC, Builder, Value, norm_dim
-from deepshrink.pruning.functional_ops import register_op
+from deepshrink.pruning.builder import DYNAMIC, Builder, SplitValue, Value, norm_dim
+from deepshrink.pruning.functional_ops import accepts_split, register_op
 from deepshrink.pruning.layer_ops import LayerOp, register_layer
 
 # "module.path:ClassName" -> (front attribute, back attribute) of a module that zero-pads channels.
@@ -124,10 +124,21 @@ def _pin_sliced(b: Builder, x: Value, item: slice) -> None:
     b.pin(x.atoms[:fixed], f"{b.describe()} slices channels with constant bounds")
 
 
-def _reshape(b: Builder, x: Value, literal_sizes: list | None) -> Value:
-    """Map channels through a reshape: kept whole (unsqueeze, [N,C]->[N,C,1,1]) or merged with
-    the trailing dims (flatten before a linear: channel c owns features c*k ... c*k+k-1)."""
+def _literal(b: Builder, atoms: np.ndarray, literal_sizes: list | None, j: int, what: str) -> None:
+    """A reshape whose size at channel position j is a constant in the code fixes those channels."""
+    if literal_sizes is not None and j < len(literal_sizes):
+        size = literal_sizes[j]
+        if size is not DYNAMIC and size != -1:
+            b.pin(atoms, f"{b.describe()} reshapes to a constant {what} {size}")
+
+
+def _reshape(b: Builder, x: Value | SplitValue, literal_sizes: list | None) -> Value | SplitValue:
+    """Map channels through a reshape: kept whole (unsqueeze, [N,C]->[N,C,1,1]), merged with the
+    trailing dims (flatten before a linear: channel c owns features c*k ... c*k+k-1), or split into
+    (groups, channels per group) for a channel shuffle."""
     shape = b.shape()
+    if isinstance(x, SplitValue):
+        return _merge(b, x, literal_sizes)
     outer = int(np.prod(x.shape[: x.cdim]))
     inner = int(np.prod(x.shape[x.cdim + 1:]))
     channels = x.channels
@@ -135,50 +146,79 @@ def _reshape(b: Builder, x: Value, literal_sizes: list | None) -> Value:
         if int(np.prod(shape[:j])) != outer or (shape[j] == 1 and channels != 1):
             continue
         tail = int(np.prod(shape[j + 1:]))
-        if shape[j] % channels or inner % tail or shape[j] // channels != inner // tail:
-            continue
-        if literal_sizes is not None and j < len(literal_sizes):
-            size = literal_sizes[j]
-            if size is not DYNAMIC and size != -1:
-                b.pin(x.atoms, f"{b.describe()} reshapes to a constant channel size {size}")
-        return Value(np.repeat(x.atoms, shape[j] // channels), j, shape)
-    raise b.unsupported(f"reshapes {x.shape} -> {shape} in a way that splits or mixes the channel dimension")
+        if shape[j] % channels == 0 and inner % tail == 0 and shape[j] // channels == inner // tail:
+            _literal(b, x.atoms, literal_sizes, j, "channel size")
+            return Value(np.repeat(x.atoms, shape[j] // channels), j, shape)
+        if j + 1 < len(shape) and shape[j] * shape[j + 1] == channels and tail // shape[j + 1] == inner:
+            return _split(b, x, j, literal_sizes)
+    raise b.unsupported(f"reshapes {x.shape} -> {shape} in a way that mixes the channel dimension")
+
+
+def _split(b: Builder, x: Value, j: int, literal_sizes: list | None) -> SplitValue:
+    shape = b.shape()
+    grid = x.atoms.reshape(shape[j], shape[j + 1])
+    # Groups must stay equal in size: index i of every group is removed together.
+    for k in range(1, shape[j]):
+        b.couple(grid[0], grid[k])
+    _literal(b, x.atoms, literal_sizes, j + 1, "channels per group")
+    return SplitValue(grid, (j, j + 1), shape)
+
+
+def _merge(b: Builder, x: SplitValue, literal_sizes: list | None) -> Value | SplitValue:
+    shape = b.shape()
+    if shape == x.shape:
+        return SplitValue(x.grid, x.dims, shape)
+    lo, hi = sorted(x.dims)
+    if hi == lo + 1 and lo < len(shape) and shape[lo] == x.grid.size and \
+            int(np.prod(shape[:lo])) == int(np.prod(x.shape[:lo])):
+        # Row-major order over the two dims as they now lie in the tensor.
+        atoms = (x.grid if x.dims[0] < x.dims[1] else x.grid.T).reshape(-1)
+        _literal(b, atoms, literal_sizes, lo, "channel size")
+        return Value(atoms, lo, shape)
+    raise b.unsupported(f"reshapes {x.shape} -> {shape} in a way that mixes the split channel dimensions")
+
+
+def _shape_args(args, kwargs) -> list:
+    sizes = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+    return list(kwargs.get("shape", kwargs.get("size", sizes)))
 
 
 @register_op("view", "reshape", "expand", torch.reshape)
+@accepts_split
 def _view(b, args, kwargs):
-    x = args[0]
-    sizes = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
-    sizes = list(kwargs.get("shape", kwargs.get("size", sizes)))
-    if len(sizes) != len(b.shape()):
-        sizes = None
-    return _reshape(b, _value(b, x), sizes)
+    sizes = _shape_args(args, kwargs)
+    return _reshape(b, _value(b, args[0], split_ok=True), sizes if len(sizes) == len(b.shape()) else None)
 
 
 @register_op(torch.flatten, "flatten", "unsqueeze", torch.unsqueeze, "squeeze", torch.squeeze, "expand_as",
              "view_as", "reshape_as")
+@accepts_split
 def _flatten(b, args, kwargs):
-    return _reshape(b, _value(b, args[0]), None)
+    return _reshape(b, _value(b, args[0], split_ok=True), None)
 
 
-def _value(b: Builder, x) -> Value:
-    if not isinstance(x, Value):
+def _value(b: Builder, x, split_ok: bool = False):
+    if isinstance(x, SplitValue) and split_ok:
+        return x
+    if type(x) is not Value:
         raise b.unsupported("is applied to something other than a traced activation")
     return x
 
 
 @register_op("permute", torch.permute, "transpose", torch.transpose)
+@accepts_split
 def _permute(b, args, kwargs):
-    x = _value(b, args[0])
+    x = _value(b, args[0], split_ok=True)
     ndim = len(x.shape)
     if b.node.target in ("permute", torch.permute):
-        order = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
-        order = [norm_dim(d, ndim) for d in kwargs.get("dims", order)]
-        cdim = order.index(x.cdim)
+        order = [norm_dim(d, ndim) for d in kwargs.get("dims", _shape_args(args, {}))]
+        where = {old: new for new, old in enumerate(order)}
     else:
         d0, d1 = (norm_dim(d, ndim) for d in args[1:3])
-        cdim = d1 if x.cdim == d0 else d0 if x.cdim == d1 else x.cdim
-    return x.like(b.shape(), cdim)
+        where = {d0: d1, d1: d0}
+    if isinstance(x, SplitValue):
+        return SplitValue(x.grid, tuple(where.get(d, d) for d in x.dims), b.shape())
+    return x.like(b.shape(), where.get(x.cdim, x.cdim))
 
 
 @register_op(F.pad)

@@ -131,31 +131,35 @@ class PACTActQuant(ActQuant):
 
 @ACT_QUANTIZERS.register(ActQuantizer.BINARY.value)
 class BinaryActQuant(ActQuant):
-    """XNOR-Net inputs: sign(x) * beta with beta the mean |x| (calibrated, then tracked by a
-    moving average in training); clipped STE (gradient where |x| <= beta)."""
+    """1-bit activations. Signed tensors: XNOR-Net's sign(x) * beta. Non-negative tensors (after
+    ReLU, where sign() would be constant): {0, beta}, i.e. x >= beta / 2 -> beta. beta starts at
+    mean |x| (signed) or 2 mean |x| (non-negative) and is learned like an LSQ step."""
 
     symmetric = True
 
     def __init__(self, bits: int = 1, signed: bool = True) -> None:
-        super().__init__(1, True)
+        super().__init__(1, signed)
+        self.scale = nn.Parameter(self.scale.clone())
 
     def make_grid(self, bits: int, signed: bool) -> QuantGrid:
-        return QuantGrid(1, signed=True, symmetric=True)
+        return QuantGrid(1, signed=signed, symmetric=True)
 
     def begin_calibration(self, observer: Observer) -> None:
         observer.track_abs = True
         super().begin_calibration(observer)
 
     def set_range(self, observer: Observer) -> None:
-        self.scale.copy_(observer.abs_mean())
+        self.scale.data.copy_(observer.abs_mean() * (1 if self.signed else 2))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale.abs() + 1e-8
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
             return super().forward(x)
-        if self.training:
-            with torch.no_grad():
-                self.scale.lerp_(x.abs().mean(), 0.01)
-        return sign_ste(x / self.scale) * self.scale
+        if self.signed:
+            return sign_ste(x / self.step(x)) * self.step(x)
+        return fake_quantize(x, self.step(x), self.zero_point, self.grid)
 
 
 def build_act_quant(kind: ActQuantizer | str, bits: int, signed: bool = False) -> ActQuant:

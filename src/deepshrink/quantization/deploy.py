@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from deepshrink.errors import ExportError
 from deepshrink.models.spec import attach_spec, spec_of
-from deepshrink.quantization.act_quant import ActQuant, BinaryActQuant
+from deepshrink.quantization.act_quant import ActQuant
 from deepshrink.quantization.modules import QUANT_LAYERS
 from deepshrink.quantization.prepare import ACT_MODULE, act_quantizers
 from deepshrink.quantization.primitives import channel_view
@@ -56,7 +56,7 @@ class DeployAct(nn.Module):
         super().__init__()
         scale, zero_point = quantizer.deploy_params()
         grid = quantizer.grid
-        self.binary = isinstance(quantizer, BinaryActQuant)
+        self.binary = quantizer.grid.binary  # sign(x) * scale
         dtype = torch.int8 if grid.qmin < 0 else torch.uint8
         self.container = (-128, 127) if dtype == torch.int8 else (0, 255)
         if not self.container[0] <= zero_point <= self.container[1]:

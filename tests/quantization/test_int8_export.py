@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import deepshrink
+from deepshrink.errors import ExportError
+from deepshrink.export import export_onnx, run_onnx
+from deepshrink.quantization import export_int8_onnx, to_deploy
+from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts
+from quant_models import SIZE, normalized, tiny_resnet
+
+
+def test_onnx_runtime_int8_agrees_with_fake_quant(trained, bundle, tmp_path):
+    x, y = normalized(bundle.test)
+    result = deepshrink.quantize(trained, bundle, onnx_path=tmp_path / "model.int8.onnx")
+    deployed = run_onnx(result.onnx_path, x)
+    with torch.no_grad():
+        fake = result.model(x).numpy()
+    agreement = (deployed.argmax(1) == fake.argmax(1)).mean()
+    assert agreement >= 0.99
+    top1_fake, top1_ort = (fake.argmax(1) == y.numpy()).mean(), (deployed.argmax(1) == y.numpy()).mean()
+    assert abs(top1_fake - top1_ort) <= 0.002
+    counts = optimized_op_counts(result.onnx_path, tmp_path / "opt.onnx")
+    assert counts["QLinearConv"] == 2 and counts["QGemm"] == 1
+    assert int8_kernel_share(counts) == 1.0
+
+
+def test_residual_model_runs_as_int8_kernels_and_matches(tmp_path):
+    model, x = tiny_resnet(), torch.randn(64, *SIZE)
+    result = deepshrink.quantize(model, x)
+    with torch.no_grad():
+        fake = result.model(x)
+        torch.testing.assert_close(to_deploy(result.model)(x), fake, rtol=0, atol=0)
+    path = export_int8_onnx(result.model, tmp_path / "r.onnx", SIZE)
+    counts = optimized_op_counts(path, tmp_path / "opt.onnx")
+    assert counts["QLinearConv"] == 7 and counts["QLinearAdd"] == 3 and counts["QGemm"] == 1
+    deployed = run_onnx(path, x)
+    # Kernels accumulate in a different order; a value on a rounding boundary may move by one step.
+    assert np.abs(deployed - fake.numpy()).mean() < 0.02 * fake.abs().mean().item()
+
+
+def test_int8_file_stores_int8_weights_and_is_about_a_quarter(tmp_path):
+    model = tiny_resnet()
+    result = deepshrink.quantize(model, torch.randn(16, *SIZE))
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", SIZE)
+    int8 = export_int8_onnx(result.model, tmp_path / "int8.onnx", SIZE)
+    graph = onnx.load(str(int8)).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.dims and np.prod(t.dims) >= 64]
+    assert weights and all(w.dtype == np.int8 for w in weights if w.ndim > 1)
+    assert int8.stat().st_size <= 0.30 * fp32.stat().st_size
+
+
+@pytest.mark.parametrize("options", [
+    {"bits": 4, "first_last_bits": None},
+    {"method": "qat", "weight": "twn", "activation": "lsq"},
+    {"method": "qat", "weight": "bwn", "activation": "binary"},
+])
+def test_low_bit_models_export_exactly(trained, bundle, tmp_path, options):
+    """Sub-8-bit grids ride in int8 containers (a Clip keeps activations on their grid)."""
+    x, _ = normalized(bundle.test)
+    config = {**options, "train": {"epochs": 0, "progress": False}}
+    result = deepshrink.quantize(trained, bundle, config=config, onnx_path=tmp_path / "low.onnx")
+    with torch.no_grad():
+        fake = result.model(x).numpy()
+    deployed = run_onnx(result.onnx_path, x)
+    assert (deployed.argmax(1) == fake.argmax(1)).mean() >= 0.99
+    codes = [numpy_helper.to_array(t) for t in onnx.load(str(result.onnx_path)).graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    middle = codes[1]  # conv2: the low-bit layer (first and last stay 8-bit)
+    assert np.abs(middle).max() <= {4: 7}.get(options.get("bits"), 1)
+
+
+def test_codes_beyond_int8_are_an_export_error(trained, bundle, tmp_path):
+    result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": "dorefa", "first_last_bits": None, "train": {"epochs": 0, "progress": False}})
+    with pytest.raises(ExportError, match=r"layer 'conv1': weight codes reach 255, beyond int8 \(DoReFaWeightQuant at 8 bits\)"):
+        export_int8_onnx(result.model, tmp_path / "d.onnx")
