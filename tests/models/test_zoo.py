@@ -29,10 +29,10 @@ def test_metadata_and_spec(name: str) -> None:
     meta = MODELS.meta(name)
     channels = meta["input_size"][0]
     assert len(meta["input_size"]) == 3 and len(meta["mean"]) == channels and len(meta["std"]) == channels
-    assert meta["num_classes"] == 10 and meta["params"] > 0
+    assert meta["num_classes"] in (10, 1000) and meta["params"] > 0
     assert meta["family"] and meta["description"]
     spec = create_model(name).deepshrink_spec
-    assert (spec.arch, spec.num_classes, spec.input_size) == (name, 10, tuple(meta["input_size"]))
+    assert (spec.arch, spec.num_classes, spec.input_size) == (name, meta["num_classes"], tuple(meta["input_size"]))
     assert (spec.mean, spec.std) == (tuple(meta["mean"]), tuple(meta["std"]))
 
 
@@ -88,7 +88,7 @@ def test_onnx_export_agrees_with_onnxruntime(name: str, zoo_model, tmp_path) -> 
     (got,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         want = model(x).numpy()
-    assert got.shape == (3, 10)
+    assert got.shape == (3, MODELS.meta(name)["num_classes"])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

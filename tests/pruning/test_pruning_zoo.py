@@ -11,12 +11,17 @@ from pruning_models import calibration
 
 from deepshrink.export import export_onnx
 from deepshrink.export.runtime import run_onnx
-from deepshrink.models import create_model, list_models, load, save_model
+from deepshrink.models import MODELS, create_model, list_models, load, save_model
 from deepshrink.pruning import CRITERIA, prune
 
 CRITERION_NAMES = [name for name in CRITERIA.names() if not name.startswith("test_")]
 RATIOS = (0.3, 0.5, 0.7)
 FAST_MODELS = {"resnet20"}
+
+
+def _large(name: str) -> bool:
+    """ImageNet-resolution variants: same structure as their CIFAR twins, too slow for the default suite."""
+    return max(MODELS.meta(name).get("input_size", (3, 32, 32))[1:]) > 64
 
 
 def _inputs(model) -> torch.Tensor:
@@ -46,7 +51,7 @@ def _cases():
     for name in list_models():
         for criterion in CRITERION_NAMES:
             for ratio in RATIOS:
-                fast = name in FAST_MODELS or (criterion == "fpgm" and ratio == 0.5)
+                fast = not _large(name) and (name in FAST_MODELS or (criterion == "fpgm" and ratio == 0.5))
                 marks = () if fast else (pytest.mark.slow,)
                 yield pytest.param(name, criterion, ratio, marks=marks, id=f"{name}-{criterion}-{ratio}")
 
@@ -56,7 +61,7 @@ def test_zoo_prunes_verifies_exports_and_reloads(name: str, criterion: str, rati
     _check(name, criterion, ratio, tmp_path)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=(pytest.mark.slow,) if _large(n) else ()) for n in list_models()])
 def test_ratio_zero_is_the_identity(name: str) -> None:
     model = create_model(name).eval()
     x = _inputs(model)
@@ -95,3 +100,12 @@ def test_resnet32_fpgm_half_with_block_outputs_protected(tmp_path) -> None:
     assert 0.49 <= macs <= 0.51  # about -50 % MACs
     assert result.report["verification"]["max_relative_error"] <= 1e-4
     assert export_onnx(result.model, tmp_path / "b.onnx").is_file()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "shufflenet_v2"])
+def test_report_macs_equal_the_shared_counter(name: str) -> None:
+    from deepshrink.metrics import count_params, macs
+
+    result = prune(create_model(name).eval(), ratio=0.5, protect_ends=False)
+    assert result.report["macs"]["after"] == macs(result.model)[0]
+    assert result.report["params"]["after"] == count_params(result.model)

@@ -18,8 +18,10 @@ def _ranks(text: str | None) -> dict[str, Any] | str | None:
     """--ranks: 'vbmf', a JSON/YAML mapping inline, or a file holding one."""
     import yaml
 
-    if text is None or text.strip().lower() == "vbmf":
-        return text and "vbmf"
+    if text is None:
+        return None
+    if text.strip().lower() == "vbmf":
+        return "vbmf"
     path = Path(text)
     source = path.read_text(encoding="utf-8") if path.is_file() else text
     try:
@@ -115,7 +117,8 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
         if finetune_epochs:
             from deepshrink.lowrank.finetune import finetune, recovery_config
 
-            options = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("limit_batches", limit_batches)) if v}
+            options = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("limit_batches", limit_batches))
+                       if v is not None}
             recipe = recovery_config(finetune_epochs, **options)
             write_json(out_dir / "finetune_config.json", recipe.model_dump(mode="json"))
             finetune(new, model, data, recipe, out_dir=out_dir / "train")

@@ -66,7 +66,9 @@ def decompose(
         rank = selection.ranks.get(target.name)
         if rank is None:
             continue
-        module = selection.fitted.get((target.name, rank)) or target.decomposer.fit(rank, config.advanced)
+        module = selection.fitted.get((target.name, rank))
+        if module is None:
+            module = target.decomposer.fit(rank, config.advanced)
         set_module(new, target.name, module.train(target.decomposer.layer.training))
         layers.append(LayerPlan(name=target.name, method=target.decomposer.method, ranks=rank))
     plan = DecompositionPlan(method=config.method, layers=layers)

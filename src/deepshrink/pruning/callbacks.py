@@ -26,7 +26,7 @@ class SoftFilterPruning:
     criterion would prune and let them regrow during the next epoch; `finalize` then removes the
     units zeroed last (verified surgery) and returns the smaller model."""
 
-    def __init__(self, config: PruneConfig | dict | None = None, example_inputs=None, *,
+    def __init__(self, example_inputs=None, *, config: PruneConfig | dict | None = None,
                  data: Batches | None = None, **options: Any) -> None:
         self.config = parse_config(PruneConfig, config, **options)
         if self.config.budget is not None:

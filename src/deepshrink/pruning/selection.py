@@ -60,7 +60,7 @@ class LayerSelection(BaseModel):
         for type_name in self.types:
             hits = {p for p in paths if any(t.__name__ == type_name for t in type(modules[p]).__mro__)}
             if not hits:
-                present = sorted({type(m).__name__ for m in modules.values()})
+                present = sorted({t.__name__ for m in modules.values() for t in type(m).__mro__})
                 raise ConfigError(
                     f"{what}: type '{type_name}' matches no layer{close_matches(type_name, present)}"
                 )

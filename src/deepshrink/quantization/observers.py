@@ -146,7 +146,12 @@ class MSEObserver(HistogramObserver):
 @OBSERVERS.register("kl")
 class KLObserver(HistogramObserver):
     """Entropy calibration (TensorRT): the range whose quantised histogram Q is closest in
-    KL divergence to the clipped reference histogram P (outliers folded into the edge bins)."""
+    KL divergence to the clipped reference histogram P (outliers folded into the edge bins).
+    Exact zeros (half of every post-ReLU tensor) are left out of the histogram: zero is exact on
+    every grid here, and the spike would otherwise dominate the divergence and force clipping."""
+
+    def update(self, x: torch.Tensor, pass_index: int = 0) -> None:
+        super().update(x if pass_index == 0 else x[x != 0], pass_index)
 
     def choose(self) -> tuple[torch.Tensor, torch.Tensor]:
         centers, hist = self.centers().float(), self.hist

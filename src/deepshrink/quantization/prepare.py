@@ -28,7 +28,7 @@ UNSUPPORTED_LAYERS = (
 ACT_MODULE = "act_quant"
 
 
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
@@ -43,13 +43,13 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
             raise ConfigError(f"keep_float: '{pattern}' matches no layer; layers: {', '.join(names)}")
     for name, node in unsupported.items():
-        if not _matches(name, config.keep_float):
+        if not matches(name, config.keep_float):
             what = type(module_of(graph_module, node)).__name__ if node.op == "call_module" else f"call to {node.target}"
             raise UnsupportedOpError(
                 f"layer '{name}' ({what}) cannot be quantised; leave it in float with keep_float=['{name}'] "
                 f"(CLI: --keep-float {name})"
             )
-    quantised = [n for n in layers if not _matches(str(n.target), config.keep_float)]
+    quantised = [n for n in layers if not matches(str(n.target), config.keep_float)]
     if not quantised:
         raise ModelError("no conv or linear layer left to quantise (all are in keep_float, or the model has none)")
     edge = {quantised[0].name, quantised[-1].name} if config.first_last_bits is not None else set()
@@ -87,7 +87,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         "per_channel": config.advanced.per_channel,
         "weights": weights,
         "activations": _group([(*_through_identity(graph_module, p, c), k, b) for p, c, k, b in wanted]),
-        "float": sorted(n for n in names if _matches(n, config.keep_float)),
+        "float": sorted(n for n in names if matches(n, config.keep_float)),
     }
 
 

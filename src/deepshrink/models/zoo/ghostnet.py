@@ -124,9 +124,9 @@ class GhostNet(nn.Module):
         for s, stage in enumerate(STAGES):
             blocks = []
             for b, (kernel, expanded, width, se_ratio, stride) in enumerate(stage):
-                out = make_divisible(width * width_mult, 4)
+                out, mid = make_divisible(width * width_mult, 4), make_divisible(expanded * width_mult, 4)
                 stride = 1 if cifar and (s, b) == CIFAR_STRIDE_ONE else stride
-                blocks.append(GhostBottleneck(channels, make_divisible(expanded * width_mult, 4), out, kernel, stride, se_ratio))
+                blocks.append(GhostBottleneck(channels, mid, out, kernel, stride, se_ratio))
                 channels = out
             stages.append(nn.Sequential(*blocks))
         last = make_divisible(STAGES[-1][-1][1] * width_mult, 4)

@@ -21,11 +21,12 @@ from deepshrink.models.zoo.layers import require_float, require_int
 from deepshrink.models.zoo.mobilenet_v2 import make_divisible
 
 POOL = "M"
-# version -> (stem channels, stem kernel, the sequence of max-pools and Fire (squeeze, expand) widths)
+F2, F3, F4, F5 = (16, 64), (32, 128), (48, 192), (64, 256)  # Fire (squeeze, expand) widths
+# version -> (stem channels, stem kernel, the sequence of max-pools and Fire modules)
 VERSIONS = {
-    "1.0": (96, 7, (POOL, (16, 64), (16, 64), (32, 128), POOL, (32, 128), (48, 192), (48, 192), (64, 256), POOL, (64, 256))),
-    "1.1": (64, 3, (POOL, (16, 64), (16, 64), POOL, (32, 128), (32, 128), POOL, (48, 192), (48, 192), (64, 256), (64, 256))),
-}  # fmt: skip
+    "1.0": (96, 7, (POOL, F2, F2, F3, POOL, F3, F4, F4, F5, POOL, F5)),
+    "1.1": (64, 3, (POOL, F2, F2, POOL, F3, F3, POOL, F4, F4, F5, F5)),
+}
 
 
 class Fire(nn.Module):
@@ -40,7 +41,8 @@ class Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+        one = self.expand1x1_activation(self.expand1x1(x))
+        return torch.cat([one, self.expand3x3_activation(self.expand3x3(x))], 1)
 
 
 class SqueezeNet(nn.Module):

@@ -1,0 +1,121 @@
+"""Low-rank decomposition of ResNet-32 on the CIFAR-10 JPEG copy (issue 6).
+
+The baseline is `../shared/weights/cifar10-jpeg/resnet32.pth` (89.10 % on the test split). Each row
+decomposes it with one method at about 2x or 5x fewer parameters (whole model; the first conv and
+the classifier are kept, the budget is spread over the 30 other convolutions), then fine-tunes it
+with distillation from the baseline for the same budget: `--epochs` epochs of KD (T = 4, 0.1 labels
++ 0.9 teacher), SGD + Nesterov, cosine from lr 0.01, batch 128, random crop + flip, weight decay
+1e-4, channels_last. Rows: baseline, tucker-2x, tucker-5x, cp-2x, cp-5x, spatial-2x, spatial-5x;
+each has `top1` after fine-tuning and `top1_decomposed` right after decomposition.
+
+    python benchmarks/lowrank_resnet32.py --epochs 3          # what the lead runs (hours on 2 CPU cores)
+    python benchmarks/lowrank_resnet32.py --quick             # smoke run: a few batches per row, minutes
+
+Writes docs/benchmarks/lowrank_resnet32.{json,md} (--quick: runs/benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from deepshrink.data import BatchLoader, load_data, subset
+from deepshrink.lowrank import decompose
+from deepshrink.lowrank.finetune import finetune, recovery_config
+from deepshrink.metrics import evaluate, profile
+from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.models import create_model, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "lowrank_resnet32"
+ROWS = ("tucker-2x", "tucker-5x", "cp-2x", "cp-5x", "spatial-2x", "spatial-5x")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every row (default 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 3 batches, 500 test images")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    p.add_argument("--allocation", choices=["uniform", "sensitivity"], default="uniform",
+                   help="how the parameter budget is spread over the layers (default uniform)")
+    p.add_argument("--calibration-images", type=int, default=128, help="training images for --allocation sensitivity")
+    p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
+    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _row_names(text: str) -> list[str]:
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    rows_wanted = _row_names(args.rows)
+    shared = Path(args.shared)
+    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
+    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+    baseline = create_model("resnet32", num_classes=data.num_classes, input_size=data.input_size,
+                            mean=data.mean, std=data.std)
+    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet32.pth").eval()
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    train = {"epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device,
+             "amp": cuda, "limit_batches": 3 if args.quick else None, "progress": sys.stdout.isatty()}
+    calibration = None
+    if args.allocation == "sensitivity":
+        loader = BatchLoader(data.train, args.calibration_images, train=False, augment=False, mean=data.mean,
+                             std=data.std, seed=args.seed)
+        calibration = next(iter(loader))[0]
+
+    def top1(model: torch.nn.Module) -> float:
+        return evaluate(model, scored, split="test", device=device)["top1"]
+
+    base_profile = profile(baseline)
+    records = [row_from_profile("baseline", base_profile, top1=top1(baseline))]
+    print(f"{'baseline':>11}: top-1 {records[0]['top1']:.2f} %, {base_profile.params:,} params", flush=True)
+    for name in rows_wanted:
+        method, ratio = name.split("-")[0], float(name.split("-")[1].rstrip("x"))
+        start = time.perf_counter()
+        model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
+        seconds_decompose = time.perf_counter() - start
+        before = top1(model)
+        result = finetune(model, baseline, data, recovery_config(**train))
+        model = result.model.to("cpu").eval()
+        measured = profile(model)
+        record = row_from_profile(
+            name, measured, top1=top1(model), top1_decomposed=before, method=method, target_ratio=ratio,
+            params_ratio=round(base_profile.params / measured.params, 3),
+            macs_ratio=round(base_profile.macs / measured.macs, 3),
+            ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
+            decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
+            train_loss=result.history[-1].get("train_loss") if result.history else None,
+        )
+        records.append(record)
+        print(f"{name:>11}: top-1 {before:.2f} % -> {record['top1']:.2f} % after fine-tuning, "
+              f"{measured.params:,} params ({record['params_ratio']}x), {record['minutes']} min", flush=True)
+
+    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
+    budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
+              "recipe": "KD T=4, alpha 0.1 / beta 0.9, SGD nesterov, cosine, batch 128, wd 1e-4",
+              "allocation": args.allocation, "test_images": len(scored.test)}
+    command = "python benchmarks/lowrank_resnet32.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    paths = write_benchmark(NAME, records, command=command.strip(), budget=budget, out_dir=out,
+                            notes="top1_decomposed: accuracy right after decomposition, before fine-tuning.")
+    print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`deepshrink prune`: files written, metrics before/after, reload from the directory, the
+resolved config next to the output, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from deepshrink.cli.main import main
+from deepshrink.models import create_model, load, save_model
+
+
+def test_prune_writes_model_metrics_and_config(tmp_path) -> None:
+    weights = tmp_path / "in"
+    save_model(create_model("resnet20"), weights)
+    out = tmp_path / "out"
+    code = main(["prune", "--model", "resnet20", "--weights", str(weights / "model.safetensors"), "--criterion", "fpgm",
+                 "--ratio", "0.5", "--no-protect-ends", "--onnx", "--out", str(out)])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "model.json", "metrics.json", "prune_config.json",
+                                               "prune_report.json", "model.onnx"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["macs"]["after"] / metrics["macs"]["before"] < 0.26
+    assert metrics["params"]["after"] < metrics["params"]["before"]
+    config = json.loads((out / "prune_config.json").read_text())
+    assert (config["criterion"], config["ratio"], config["protect_ends"]) == ("fpgm", 0.5, False)
+    model = load(out)
+    assert model.conv1.out_channels == 8
+    original = create_model("resnet20")
+    from deepshrink.models import load_weights
+
+    load_weights(original, weights / "model.safetensors")
+    assert torch.equal(model.conv1.weight, original.conv1.weight[model.deepshrink_spec.transforms[0]["plan"]
+                                                                  ["layers"]["conv1"]["out"]])
+
+
+def test_prune_with_data_finetunes_and_reports_accuracy(tmp_path) -> None:
+    out = tmp_path / "out"
+    code = main(["prune", "--model", "digits_cnn", "--criterion", "taylor", "--ratio", "0.5", "--round-to", "4",
+                 "--no-protect-ends", "--data", "digits", "--finetune-epochs", "1", "--limit-batches", "2",
+                 "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"before", "after"} and metrics["test"]["after"]["n"] > 0
+
+
+def test_budget_flag(tmp_path) -> None:
+    code = main(["prune", "--model", "resnet20", "--macs-budget", "0.6", "--round-to", "1", "--out", str(tmp_path)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.55 <= metrics["macs"]["after"] / metrics["macs"]["before"] <= 0.6
+
+
+def test_errors_are_one_line(tmp_path, capsys) -> None:
+    cases = [
+        (["--ratio", "1.5"], "PruneConfig field 'ratio': Input should be less than 1"),
+        (["--criterion", "fpgmm"], "unknown importance criterion 'fpgmm' (did you mean: fpgm?)"),
+        (["--protect", "layer9"], "protected layers: name 'layer9' matches no layer"),
+        (["--finetune-epochs", "2"], "--finetune-epochs and --steps need --data"),
+        (["--criterion", "hrank"], "criterion 'hrank' needs calibration data"),
+        (["--macs-budget", "0.5", "--params-budget", "0.5"], "at most one of --macs-budget and --params-budget"),
+    ]
+    for args, message in cases:
+        code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in " ".join(err.split()), (args, err)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+import deepshrink
+from deepshrink.quantization import ACT_QUANTIZERS, OBSERVERS, WEIGHT_QUANTIZERS, Advanced
+from deepshrink.quantization.primitives import QuantGrid
+from quant_models import normalized
+
+TRAIN = {"epochs": 4, "lr": 0.01, "batch_size": 32, "optimizer": "adamw", "weight_decay": 0.0, "progress": False}
+
+
+@pytest.mark.parametrize("name", WEIGHT_QUANTIZERS.names())
+@pytest.mark.parametrize("bits", [2, 4])
+def test_weight_quantizer_trains_and_deploys_exactly(name, bits):
+    w = torch.randn(6, 4, 3, 3) * torch.linspace(0.1, 1, 6).view(-1, 1, 1, 1)
+    quant = WEIGHT_QUANTIZERS.get(name)(bits, 6)
+    quant.init(w)
+    w = w.clone().requires_grad_(True)
+    quant.train()
+    out = quant(w)
+    (out * torch.randn_like(out)).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0  # the STE lets gradients through
+    quant.eval()
+    codes, scale = quant.integer(w.detach())
+    torch.testing.assert_close(codes.float() * scale.view(-1, 1, 1, 1), quant(w.detach()), rtol=0, atol=1e-6)
+    levels = codes.unique().numel()
+    assert levels <= 2 ** quant.bits
+    assert codes.abs().max() <= 2 ** quant.bits - 1
+
+
+@pytest.mark.parametrize("name", ACT_QUANTIZERS.names())
+def test_activation_quantizer_calibrates_and_passes_gradients(name):
+    x = torch.relu(torch.randn(8, 4, 5, 5))
+    quant = ACT_QUANTIZERS.get(name)(4)
+    quant.begin_calibration(OBSERVERS.get("minmax")(quant.grid, Advanced()))
+    assert torch.equal(quant(x), x)  # calibrating: identity
+    quant.end_calibration()
+    assert not quant.signed  # non-negative data: an unsigned grid
+    quant.train()
+    x = x.clone().requires_grad_(True)
+    y = quant(x)
+    y.sum().backward()
+    assert x.grad.abs().sum() > 0
+    quant.eval()
+    scale, zero_point = quant.deploy_params()
+    codes = (quant(x.detach()) / scale + zero_point).round()
+    assert codes.unique().numel() <= quant.grid.levels
+    torch.testing.assert_close(quant(x.detach()), (codes - zero_point) * scale, rtol=0, atol=1e-5)
+
+
+def test_lsq_step_sizes_are_learned_by_the_training_engine(trained, bundle):
+    result = deepshrink.quantize(trained, bundle, method="qat", bits=2, config={"first_last_bits": None, "train": TRAIN})
+    steps = {n: p for n, p in result.model.named_parameters() if n.endswith("scale")}
+    assert len(steps) >= 4 and len(result.report["qat_history"]) == 4
+    start = deepshrink.quantize(trained, bundle, method="qat", bits=2, config={"first_last_bits": None, "train": {**TRAIN, "epochs": 0}})
+    moved = [n for n, p in steps.items() if not torch.allclose(p, dict(start.model.named_parameters())[n])]
+    assert moved  # the engine's optimiser updated them
+
+
+@pytest.mark.parametrize("weight, activation", [("lsq", "lsq"), ("dorefa", "pact"), ("minmax", "observer")])
+def test_w2a2_qat_recovers_accuracy_lost_by_ptq(trained, bundle, weight, activation):
+    x, y = normalized(bundle.test)
+    options = {"bits": 2, "first_last_bits": None}
+    ptq = deepshrink.quantize(trained, bundle, bits=2, config={"first_last_bits": None}).model
+    qat = deepshrink.quantize(trained, bundle, config={**options, "method": "qat", "weight": weight, "activation": activation, "train": TRAIN}).model
+    with torch.no_grad():
+        ptq_top1 = (ptq(x).argmax(1) == y).float().mean()
+        qat_top1 = (qat(x).argmax(1) == y).float().mean()
+    assert ptq_top1 < 0.8 and qat_top1 >= max(0.8, ptq_top1 + 0.15)
+
+
+@pytest.mark.parametrize("weight, activation", [("bwn", "binary"), ("twn", "lsq")])
+def test_binary_and_ternary_networks_train(trained, bundle, weight, activation):
+    x, y = normalized(bundle.test)
+    result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": weight, "activation": activation, "train": TRAIN})
+    assert result.report["layer_bits"] == {"conv1": 8, "conv2": 1 if weight == "bwn" else 2, "fc": 8}
+    with torch.no_grad():
+        assert (result.model(x).argmax(1) == y).float().mean() >= 0.9
+        codes, _ = result.model.conv2.weight_quant.integer(result.model.conv2.weight)
+    assert set(codes.unique().tolist()) <= {-1, 0, 1}
+
+
+def test_distillation_from_the_float_model_is_an_option(trained, bundle):
+    config = {"method": "qat", "bits": 4, "train": {**TRAIN, "epochs": 1}, "advanced": {"distill_weight": 1.0}}
+    result = deepshrink.quantize(trained, bundle, config=config)
+    assert result.report["qat_history"][0]["train_loss"] > 0
+
+
+def test_binary_grid_of_xnor_inputs_is_sign_with_scale():
+    quant = ACT_QUANTIZERS.get("binary")(1, signed=True)
+    quant.scale.data.fill_(0.5)
+    quant.eval()
+    assert quant(torch.tensor([-2.0, -0.1, 0.0, 3.0])).tolist() == [-0.5, -0.5, 0.5, 0.5]
+    assert quant.grid == QuantGrid(1, signed=True, symmetric=True)
