@@ -43,7 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--allocation", choices=["uniform", "sensitivity"], default="uniform",
                    help="how the parameter budget is spread over the layers (default uniform)")
-    p.add_argument("--calibration-images", type=int, default=128, help="training images for --allocation sensitivity")
+    p.add_argument("--calibration-images", type=int, default=64, help="training images for --allocation sensitivity")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
     p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")

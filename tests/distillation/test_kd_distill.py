@@ -60,6 +60,10 @@ def test_distill_improves_its_starting_loss_and_never_updates_the_teacher(digits
     assert all(not m._forward_hooks for m in [*teacher.modules(), *student.modules()])  # hooks removed
     adapters = dict(result.objective.named_parameters())
     assert adapters and all(name.startswith("losses.") for name in adapters)  # FitNets regressor only
+    images, labels = _batch(digits)
+    value, _ = result.objective(student, images, labels)  # the returned objective still works (hooks re-attach)
+    assert torch.isfinite(value)
+    result.objective.close()
 
 
 def test_zero_weight_teacher_never_runs_and_weights_are_normalised(digits, make, teacher, fast):

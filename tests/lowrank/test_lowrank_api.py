@@ -178,3 +178,14 @@ def test_replay_rejects_a_plan_that_does_not_fit_the_model(tiny: nn.Module) -> N
         replay(tiny, {"method": "cp", "layers": [{"name": "fc", "method": "cp", "ranks": [2]}]})
     with pytest.raises(ModelError, match=r"transform 'decompose': invalid plan"):
         replay(tiny, {"method": "svd", "layers": [{"name": "fc", "ranks": [2]}]})
+
+
+def test_macs_budget_without_a_spec_asks_for_the_input_size() -> None:
+    from lowrank_models import tiny_cnn
+
+    bare = tiny_cnn()  # no DeepShrink spec
+    with pytest.raises(ConfigError, match=r"budget 'macs' needs the input size"):
+        decompose(bare, ratio=2, budget="macs")
+    new = decompose(bare, ratio=2, budget="macs", calibration=torch.randn(2, 3, 16, 16))
+    assert macs(bare, (3, 16, 16))[0] / macs(new, (3, 16, 16))[0] >= 2
+    assert not hasattr(new, "deepshrink_spec")  # nothing to record the plan in

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pruning_models import ConcatNet, ControlFlowNet, FlattenNet, GroupedNet, RollNet, SENet, SplitNet, TinyResNetA
 
 from deepshrink.errors import ModelError, UnsupportedOpError
-from deepshrink.pruning import build_graph
+from deepshrink.pruning import build_graph, prune
 
 
 def _groups(model, x):
@@ -144,18 +144,40 @@ def test_unknown_module_type_is_an_error(x32) -> None:
         build_graph(model, x32)
 
 
+class _Shuffle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, h, w = y.shape[0], y.shape[2], y.shape[3]
+        return self.head(y.reshape(n, 2, -1, h, w).transpose(1, 2).reshape(n, -1, h, w))
+
+
+def test_channel_shuffle_keeps_groups_equal_and_permutes(x32) -> None:
+    graph, groups = _groups(_Shuffle(), x32)
+    group = groups["conv"]
+    assert group.size == 4  # channel i of both shuffle groups goes together
+    positions, units = group.members[("head", "in")]
+    # After the shuffle, head input 2i and 2i+1 come from conv channels i and i+4: one unit.
+    assert [int(units[positions == 2 * i][0]) for i in range(4)] == [int(units[positions == 2 * i + 1][0]) for i in range(4)]
+    result = prune(_Shuffle().eval(), x32, ratio=0.5, round_to=1, protect_ends=False)
+    assert result.model.conv.out_channels == 4 and result.report["verification"]["max_relative_error"] < 1e-5
+
+
 def test_reshape_that_mixes_channels_is_an_error(x32) -> None:
-    class Shuffle(nn.Module):
+    class Mix(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 8, 1)
 
         def forward(self, x):
             y = self.conv(x)
-            return y.view(y.size(0), 2, 4, y.size(2), y.size(3)).transpose(1, 2).flatten(1, 2)
+            return y.view(y.size(0), 4, -1, y.size(3))
 
-    with pytest.raises(UnsupportedOpError, match=r"method '.view\(\)' at graph node 'view' reshapes"):
-        build_graph(Shuffle(), x32)
+    with pytest.raises(UnsupportedOpError, match=r"method '.view\(\)' at graph node 'view' reshapes .* mixes the channel"):
+        build_graph(Mix(), x32)
 
 
 def test_no_example_inputs_and_no_spec_is_an_error() -> None:

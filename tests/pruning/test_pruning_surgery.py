@@ -120,3 +120,21 @@ def test_bad_plans_name_the_layer(x32) -> None:
         apply_plan(model, {"version": 1, "layers": {"conv1": {"out": [3, 99]}}})
     with pytest.raises(ModelError, match="version 7"):
         apply_plan(model, {"version": 7, "layers": {}})
+
+
+def test_parameters_read_in_forward_are_cut_too(x32) -> None:
+    class LayerScale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(3, 16, 3), torch.nn.Conv2d(16, 4, 1)
+            self.gamma = torch.nn.Parameter(torch.rand(1, 16, 1, 1))
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv(x)) * self.gamma)
+
+    model = LayerScale().eval()
+    result = prune(model, x32, ratio=0.5, round_to=1, protect_ends=False)
+    kept = result.plan["layers"]["gamma"]["param"]
+    assert result.model.gamma.shape == (1, 8, 1, 1) and result.plan["layers"]["gamma"]["dim"] == 1
+    assert torch.equal(result.model.gamma.flatten(), model.gamma.flatten()[kept])
+    assert result.report["verification"]["max_relative_error"] < 1e-5

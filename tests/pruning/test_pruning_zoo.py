@@ -51,7 +51,7 @@ def _cases():
     for name in list_models():
         for criterion in CRITERION_NAMES:
             for ratio in RATIOS:
-                fast = not _large(name) and (name in FAST_MODELS or (criterion == "fpgm" and ratio == 0.5))
+                fast = not _large(name) and ratio == 0.5 and (name in FAST_MODELS or criterion == "fpgm")
                 marks = () if fast else (pytest.mark.slow,)
                 yield pytest.param(name, criterion, ratio, marks=marks, id=f"{name}-{criterion}-{ratio}")
 

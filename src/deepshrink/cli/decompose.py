@@ -65,7 +65,7 @@ def _calibration(data, count: int):
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size (default 128).")
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.01).")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
-@click.option("--calibration-images", type=int, default=128, show_default=True, help="Images used by --allocation sensitivity.")
+@click.option("--calibration-images", type=int, default=64, show_default=True, help="Images used by --allocation sensitivity.")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the decomposed model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def decompose_command(model_name, weights, method, ratio, budget, allocation, energy, ranks_text, exclude, no_exclude,

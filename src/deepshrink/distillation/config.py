@@ -91,8 +91,8 @@ class LossSpec(_Strict):
         if self.name == "kd":
             if self.weight is not None:
                 raise ValueError("kd: its weight is beta in `weights` (seed 001 eq. 1), not a per-loss weight")
-            if "temperature" in self.options:
-                raise ValueError("kd: set `temperature` at the top level (it is shared with the probe runs)")
+            if self.options:
+                raise ValueError("kd: set `temperature` and `weights` (alpha, beta) at the top level, not as options")
             if self.student or self.teacher:
                 raise ValueError("kd: reads the logits, so it takes no module paths")
         return self

@@ -87,10 +87,10 @@ class DistillObjective(nn.Module):
         self.cache = cache
         self._teachers = tuple(teachers)  # a tuple is not registered: never optimised or checkpointed
         self._active = sorted({term.teacher for term in self.terms})
-        self._teacher_hooks = {
-            i: FeatureHooks(self._teachers[i], [tap for t in self.terms if t.teacher == i for tap in t.teacher_taps])
-            for i in self._active
+        self._teacher_taps = {
+            i: [tap for term in self.terms if term.teacher == i for tap in term.teacher_taps] for i in self._active
         }
+        self._teacher_hooks: dict[int, FeatureHooks] = {}  # attached on first use, again after close()
         self._student_taps = [tap for term in self.terms for tap in term.student_taps]
         self._student_hooks: FeatureHooks | None = None
 
@@ -145,15 +145,18 @@ class DistillObjective(nn.Module):
             if self.cache is not None:
                 outputs[i] = (self.cache.get(i, images, run), {})
                 continue
+            if i not in self._teacher_hooks:
+                self._teacher_hooks[i] = FeatureHooks(self._teachers[i], self._teacher_taps[i])
             logits = run(images).float()
             features = self._teacher_hooks[i].pop()
             outputs[i] = (logits, {tap: f.float() for tap, f in features.items()})
         return outputs
 
     def close(self) -> None:
-        """Remove every hook (the models are left as they were given)."""
+        """Remove every hook (the models are left as they were given); a later call re-attaches them."""
         for hooks in self._teacher_hooks.values():
             hooks.remove()
+        self._teacher_hooks.clear()
         if self._student_hooks is not None:
             self._student_hooks.remove()
             self._student_hooks = None

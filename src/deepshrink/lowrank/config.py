@@ -89,10 +89,11 @@ class Advanced(_Options):
     cp_iterations: int = Field(100, ge=1, description="ALS sweeps of tensorly.parafac")
     cp_tol: float = Field(1e-6, gt=0, description="ALS stops when the relative error changes less")
     seed: int = Field(0, ge=0, description="random start of CP columns beyond the SVD start")
+    # Each grid point costs one forward pass of the calibration batch per layer.
     sensitivity_grid: tuple[float, ...] = Field(
-        (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7), description="cost fractions tried per layer"
+        (0.05, 0.1, 0.2, 0.3, 0.45, 0.65), description="cost fractions tried per layer"
     )
-    calibration_batch: int = Field(128, ge=1, description="images used to measure sensitivity")
+    calibration_batch: int = Field(64, ge=1, description="images used to measure sensitivity")
 
     @field_validator("sensitivity_grid")
     @classmethod

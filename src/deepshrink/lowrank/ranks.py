@@ -30,7 +30,7 @@ class Target:
 @dataclass
 class RankContext:
     model: nn.Module
-    input_size: tuple[int, ...]
+    input_size: tuple[int, ...] | None
     advanced: Advanced
     calibration: torch.Tensor | None = None
 
@@ -120,6 +120,11 @@ def _param_budget(targets: list[Target], ctx: RankContext) -> tuple[int, Measure
 def _mac_budget(targets: list[Target], ctx: RankContext) -> tuple[int, Measure]:
     from deepshrink.metrics import macs as count_macs
 
+    if ctx.input_size is None:
+        raise ConfigError(
+            "budget 'macs' needs the input size: build the model with deepshrink.create_model (it carries a "
+            "spec) or pass calibration images"
+        )
     total = count_macs(ctx.model, ctx.input_size)[0]
     shapes = trace_shapes(ctx.model, [t.name for t in targets], ctx.input_size)
     return total, lambda t: (

@@ -18,8 +18,10 @@ from deepshrink.pruning.config import (
     Scope,
     UnstructuredConfig,
 )
+from deepshrink.pruning.functional_ops import register_op
 from deepshrink.pruning.graph import DependencyGraph, Group, build_graph
 from deepshrink.pruning.importance import CRITERIA, ScoringContext
+from deepshrink.pruning.layer_ops import LayerOp, register_layer
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
 from deepshrink.pruning.selection import LayerSelection
 from deepshrink.pruning.sensitivity import Sensitivity, plot_sensitivity, propose_ratios, sensitivity, validation_score
@@ -28,26 +30,32 @@ from deepshrink.pruning.unstructured import GradualPruning, SparsityResult, spar
 from deepshrink.pruning.verify import verify_surgery
 
 __all__ = [
-    "Advanced",
-    "GradualPruning",
-    "MaskHolder",
-    "Sensitivity",
-    "SlimmingRegularizer",
-    "SoftFilterPruning",
-    "SparsityResult",
+    "CRITERIA",
+    "apply_plan",
+    "build_graph",
+    "compose_plans",
+    "make_plan",
     "plot_sensitivity",
     "propose_ratios",
+    "prune",
+    "register_channel_pad",
+    "register_layer",
+    "register_op",
     "sensitivity",
     "sparsify",
     "sparsity_masks",
     "storage_report",
     "validation_score",
+    "verify_surgery",
+    "Advanced",
     "Budget",
-    "CRITERIA",
     "DependencyGraph",
+    "GradualPruning",
     "Group",
     "Iterative",
+    "LayerOp",
     "LayerSelection",
+    "MaskHolder",
     "Metric",
     "OneShot",
     "Policy",
@@ -55,12 +63,9 @@ __all__ = [
     "PruneResult",
     "Scope",
     "ScoringContext",
+    "Sensitivity",
+    "SlimmingRegularizer",
+    "SoftFilterPruning",
+    "SparsityResult",
     "UnstructuredConfig",
-    "apply_plan",
-    "build_graph",
-    "compose_plans",
-    "make_plan",
-    "prune",
-    "register_channel_pad",
-    "verify_surgery",
 ]

@@ -17,7 +17,7 @@ from deepshrink.pruning.importance import Batches, ScoringContext, score_groups
 from deepshrink.pruning.measure import count_macs, count_params
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
 from deepshrink.pruning.policy import Scores, choose, solve_ratio
-from deepshrink.pruning.trace import example_inputs_for
+from deepshrink.pruning.trace import device_of, example_inputs_for
 from deepshrink.pruning.verify import verify_surgery
 
 Finetune = Callable[[nn.Module], nn.Module]
@@ -39,7 +39,8 @@ def prune(model: nn.Module, example_inputs=None, *, criterion: str | None = None
     `options` override its fields. `data` is a few (images, labels) batches for the data-driven
     criteria (taylor, hrank). `finetune(model) -> model` is called between iterative steps."""
     cfg = parse_config(PruneConfig, config, criterion=criterion, ratio=ratio, **options)
-    inputs = example_inputs_for(model, example_inputs, cfg.advanced.verify_batch)
+    device = device_of(model)
+    inputs = tuple(x.to(device) for x in example_inputs_for(model, example_inputs, cfg.advanced.verify_batch))
     if isinstance(cfg.schedule, Iterative):
         return _iterative(model, inputs, cfg, data, finetune)
     result = prune_once(model, inputs, cfg, data)

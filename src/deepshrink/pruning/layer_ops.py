@@ -4,6 +4,7 @@ through unchanged. Weighted layers (conv, linear, norms) live in weighted_ops.py
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -16,17 +17,18 @@ from deepshrink.pruning.builder import Builder, Value
 _LAYER_OPS: dict[type, "LayerOp"] = {}
 
 
-class LayerOp:
+class LayerOp(abc.ABC):
     """How channels flow through one leaf module type, and how to cut it.
 
-    `trace` maps the input Value to the output Value and records slots; `prune` returns the module
-    with only the kept indices of each role; `zero` zeroes removed indices in place (verification
-    reference); `indexed_params` lists parameters whose dim 0 is indexed by a role's positions."""
+    `trace` maps the input Value to the output Value and records slots; `prune` cuts the module in
+    place to the kept indices of each role; `zero` zeroes removed indices in place (verification
+    reference); `indexed_params` lists parameters whose dim 0 is indexed by a role's positions;
+    `sizes` gives each role's current length. Register one for your own leaf module with
+    `@register_layer(MyModule)`."""
 
-    roles: tuple[str, ...] = ()
-
+    @abc.abstractmethod
     def trace(self, b: Builder, name: str, module: nn.Module, x: Value) -> Value:
-        raise NotImplementedError
+        """Output Value of `module` applied to `x`, recording slots and couplings on `b`."""
 
     def prune(self, module: nn.Module, entry: dict, layer: str) -> nn.Module:
         return module

@@ -28,8 +28,6 @@ def _couple_aligned(b: Builder, atoms: np.ndarray, groups: int) -> None:
 
 @register_layer(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class ConvOp(LayerOp):
-    roles = ("in", "out")
-
     @staticmethod
     def _grouping(m: nn.Module) -> str:
         cin_g, cout_g = m.in_channels // m.groups, m.out_channels // m.groups
@@ -99,8 +97,6 @@ class ConvOp(LayerOp):
 
 @register_layer(nn.Linear)
 class LinearOp(LayerOp):
-    roles = ("in", "out")
-
     def trace(self, b, name, m, x):
         last = len(x.shape) - 1
         if x.cdim != last:
@@ -136,7 +132,6 @@ class LinearOp(LayerOp):
 class _ChannelwiseOp(LayerOp):
     """Norms and PReLU: one parameter (and statistic) per channel, channels pass through."""
 
-    roles = ("channels",)
     tensors = ("weight", "bias", "running_mean", "running_var")
     size_attr = "num_features"
 

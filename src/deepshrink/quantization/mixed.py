@@ -10,6 +10,7 @@ sensitivity per byte saved - until the packed weights fit the budget."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -84,9 +85,11 @@ def mixed_precision(
     budget: float,
     candidates: tuple[int, ...] = CANDIDATES,
     config: QuantizeConfig | dict[str, Any] | None = None,
+    onnx_path: str | os.PathLike | None = None,
 ) -> QuantizeResult:
     """Quantise with per-layer weight bits so the packed weights take at most `budget` x their
-    FP32 bytes (e.g. 0.15: about 4.8 bits on average). The report gains `sensitivity`."""
+    FP32 bytes (e.g. 0.15: about 4.8 bits on average). The report gains `sensitivity`; with
+    `onnx_path` the int8 graph is written (sub-8-bit weights ride in int8 containers)."""
     if not 0 < budget <= 1:
         raise ConfigError(f"budget: a fraction of the FP32 weight bytes in (0, 1], got {budget!r}")
     config = QuantizeConfig.coerce(config)
@@ -98,7 +101,7 @@ def mixed_precision(
     allocation = allocate_bits(sensitivity, numels, budget_bytes)
     options = {**config.model_dump(exclude_unset=True), "layer_bits": allocation, "first_last_bits": None}
     options.setdefault("weight", WeightQuantizer.MSE if config.method.value == "ptq" else config.weight)
-    result = quantize(model, calibration_data, config=options)
+    result = quantize(model, calibration_data, config=options, onnx_path=onnx_path)
     result.report.update(sensitivity={n: {str(b): v for b, v in s.items()} for n, s in sensitivity.items()},
                          budget_bytes=budget_bytes, weight_bytes=sum(math.ceil(numels[n] * b / 8) for n, b in allocation.items()))
     return result

@@ -1,0 +1,183 @@
+"""Structured pruning of ResNet-56 on the CIFAR-10 JPEG copy at about 2x fewer MACs (issue 3).
+
+The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
+bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %), through the option-A
+shortcuts (block outputs pruned too; `--scope intra` prunes inside blocks only), with verified
+surgery; then each is fine-tuned for the same budget: `--epochs` epochs of cross-entropy, SGD +
+Nesterov, cosine from `--lr`, batch 128, weight decay 1e-4, random crop + flip, channels_last.
+Rows `tp-<criterion>` run Torch-Pruning (optional extra `pip install torch-pruning`) with the
+same criterion and fine-tuning: its full pruning of this model fails on the zero-padding
+shortcuts (the error is recorded in `tp_full_error`), so it runs its workaround, the intra-block
+channels only, at ratio 0.5 (= 2x fewer MACs). Every row: top-1 after fine-tuning and right after
+pruning, the change vs the baseline, params, MACs, ONNX Runtime latency at batch 1 and 64 and
+their speed-up vs the baseline.
+
+    python benchmarks/pruning_resnet56.py --epochs 3     # what the lead runs (hours on 2 CPU cores)
+    python benchmarks/pruning_resnet56.py --quick        # smoke run: a few batches per row, minutes
+
+Writes docs/benchmarks/pruning_resnet56.{json,md} (--quick: runs/benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from deepshrink.data import BatchLoader, load_data, subset
+from deepshrink.metrics import evaluate, profile
+from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.models import create_model, load_weights
+from deepshrink.pruning import prune
+from deepshrink.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "pruning_resnet56"
+OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale"}
+TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
+ROWS = (*OURS, *TP_ROWS)
+FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every row (default 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 3 batches, 500 test images")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
+    p.add_argument("--scope", choices=["all", "intra"], default="all",
+                   help="our rows: prune block outputs through the shortcuts too (all) or inside blocks only")
+    p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
+    p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
+    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _row_names(text: str) -> list[str]:
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
+    return rows
+
+
+def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Module, dict]:
+    scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
+    result = prune(baseline, criterion=criterion, budget={"metric": "macs", "keep": args.macs_keep},
+                   data=calibration, **scope)
+    return result.model, {"ratio": round(result.report["ratio"], 4),
+                          "verified_rel_error": result.report["verification"]["max_relative_error"]}
+
+
+def prune_torch_pruning(baseline, criterion: str, calibration) -> tuple[torch.nn.Module, dict]:
+    """Torch-Pruning with the same criterion: full pruning first (records its error on the option-A
+    shortcuts), then its workaround: only the first convolution of each block."""
+    import torch_pruning as tp
+
+    importance = {"fpgm": lambda: tp.importance.FPGMImportance(), "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+                  "taylor": lambda: tp.importance.TaylorImportance(), "bn": lambda: tp.importance.BNScaleImportance()}
+    example = torch.randn(1, 3, 32, 32)
+
+    def run(ignored_of, ratio: float) -> torch.nn.Module:
+        model = copy.deepcopy(baseline).eval()
+        pruner = tp.pruner.MetaPruner(model, example, importance=importance[criterion](), pruning_ratio=ratio,
+                                      ignored_layers=ignored_of(model), round_to=8)
+        if criterion == "taylor":
+            model.zero_grad()
+            for images, labels in calibration:
+                torch.nn.functional.cross_entropy(model(images), labels).backward()
+        pruner.step()
+        model(example)  # a mis-pruned model fails here
+        return model
+
+    extra: dict = {}
+    try:
+        run(lambda m: [m.linear], FULL_RATIO)
+        extra["tp_full_error"] = None
+    except Exception as exc:  # whatever Torch-Pruning raises is the finding we record
+        extra["tp_full_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+
+    def intra_only(model):
+        keep = [model.conv1, model.linear]
+        keep += [m for name, m in model.named_modules() if name.endswith(".conv2")]
+        return keep
+
+    model = run(intra_only, 0.5)
+    extra["tp_scope"] = "intra-block (workaround)"
+    return model, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    rows_wanted = _row_names(args.rows)
+    shared = Path(args.shared)
+    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
+    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+    baseline = create_model("resnet56", num_classes=data.num_classes, input_size=data.input_size,
+                            mean=data.mean, std=data.std)
+    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet56.pth").eval()
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    config = TrainConfig(epochs=1 if args.quick else args.epochs, batch_size=128, lr=args.lr, nesterov=True,
+                         weight_decay=1e-4, schedule="cosine", channels_last=True, seed=args.seed,
+                         device=args.device, amp=cuda, limit_batches=3 if args.quick else None,
+                         progress=sys.stdout.isatty())
+    loader = BatchLoader(data.train, 64, train=False, augment=False, mean=data.mean, std=data.std, seed=args.seed,
+                         limit_batches=args.calibration_batches)
+    calibration = list(loader)
+
+    def top1(model: torch.nn.Module) -> float:
+        return evaluate(model, scored, split="test", device=device)["top1"]
+
+    base_profile = profile(baseline)
+    base_top1 = top1(baseline)
+    records = [row_from_profile("baseline", base_profile, top1=base_top1, method="unpruned")]
+    print(f"{'baseline':>10}: top-1 {base_top1:.2f} %, {base_profile.macs:,} MACs", flush=True)
+    for name in rows_wanted:
+        start = time.perf_counter()
+        if name in OURS:
+            model, extra = prune_ours(baseline, OURS[name], args, calibration)
+        else:
+            model, extra = prune_torch_pruning(baseline, name.split("-", 1)[1], calibration)
+        pruned_top1 = top1(model)
+        result = train(model, data, config)
+        model = result.model.to("cpu").eval()
+        measured = profile(model)
+        after = top1(model)
+        speedup = {k: round(base_profile.latency_ms[k] / v, 3) for k, v in measured.latency_ms.items() if v}
+        record = row_from_profile(
+            name, measured, top1=after, method=name, top1_pruned=pruned_top1, delta_top1=round(after - base_top1, 2),
+            macs_ratio=round(base_profile.macs / measured.macs, 3),
+            params_ratio=round(base_profile.params / measured.params, 3), latency_speedup=speedup,
+            minutes=round((time.perf_counter() - start) / 60, 2),
+            train_loss=result.history[-1].get("train_loss") if result.history else None, **extra,
+        )
+        records.append(record)
+        print(f"{name:>10}: top-1 {pruned_top1:.2f} % -> {after:.2f} % after fine-tuning, "
+              f"{record['macs_ratio']}x fewer MACs, ort_b64 speed-up {speedup.get('ort_b64')}, "
+              f"{record['minutes']} min", flush=True)
+
+    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
+    budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
+              "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
+              "macs_keep": args.macs_keep, "scope": args.scope, "test_images": len(scored.test),
+              "calibration_images": 64 * args.calibration_batches}
+    command = "python benchmarks/pruning_resnet56.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. latency_speedup: baseline latency / "
+             "row latency. tp-*: Torch-Pruning; tp_full_error is what its full pruning of the option-A shortcuts "
+             "raised, the row itself is its intra-block workaround.")
+    paths = write_benchmark(NAME, records, command=command.strip(), budget=budget, out_dir=out, notes=notes)
+    print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Quantisation of ResNet-20/32 on the CIFAR-10 JPEG copy, measured as deployed (issue 5).
+
+Baselines: `../shared/weights/cifar10-jpeg/resnet{20,32}.pth` (88.29 / 89.10 %). Rows per model:
+
+- `fp32`: the baseline, FP32 ONNX Runtime (and eager PyTorch) latency;
+- `w8a8-ptq-<observer>`: post-training W8A8 (per-channel int8 weights, uint8 activations,
+  512 calibration images) with each observer; `w8a8-ptq-mse-cle-bc` adds cross-layer
+  equalisation and bias correction. Our scales are exported as ONNX QDQ and run by ONNX Runtime:
+  `top1` is the deployed (ORT) accuracy, `fake_quant_top1` the simulated one;
+- `w8a8-ort-static`: ONNX Runtime's own quantize_static (the peer), `w8a8-torch-x86`: PyTorch's
+  x86 int8 path (torch.ao FX; its latency is eager PyTorch, compare with the fp32 eager numbers);
+- `w8a8-qat`, `w4a4-lsq`, `w3a3-lsq`, `w2a2-lsq`: QAT with LSQ (first conv and last linear at
+  8 bits), `bwn-a8` / `twn-a8`: binary / ternary weights with 8-bit activations. QAT fine-tunes
+  with the JPEG baselines' recipe at a small peak rate, plus KD from the float model;
+- `cluster16`, `cluster32`: k-means weight sharing, `bytes` = Huffman-coded indices + codebooks
+  + the FP32 rest (no int8 file: the graph is the FP32 one);
+- `mixed-<budget>`: per-layer weight bits from measured sensitivity, weights within `budget` x
+  their FP32 bytes (`packed_bytes`); the ONNX file stores them in int8 containers.
+
+`bytes` is the deployed ONNX file unless said otherwise; `speedup_b1`/`speedup_b64` are FP32 ORT
+latency / this row's ORT latency at the same thread count.
+
+    python benchmarks/quant_resnet.py                     # what the lead runs (hours on 2 cores)
+    python benchmarks/quant_resnet.py --quick             # smoke run: ResNet-20, tiny budgets, minutes
+
+Writes docs/benchmarks/quant_resnet.{json,md} (--quick: runs/benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepshrink.data import BatchLoader, load_data
+from deepshrink.export import export_onnx, onnx_latency_ms
+from deepshrink.metrics import evaluate, latency_ms
+from deepshrink.metrics.benchmark import write_benchmark
+from deepshrink.metrics.counting import count_params, macs
+from deepshrink.metrics.evaluation import evaluate_onnx
+from deepshrink.models import create_model, load_weights
+from deepshrink.quantization import (
+    cluster_weights,
+    mixed_precision,
+    ort_quantize_static,
+    quantize,
+    torch_x86_int8,
+)
+from deepshrink.quantization.qat import QAT_DEFAULTS
+from deepshrink.quantization.sizing import float_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+OBSERVERS = ("minmax", "moving_average", "percentile", "mse", "kl")
+QAT_ROWS = {  # name -> config
+    "w8a8-qat": {"bits": 8}, "w4a4-lsq": {"bits": 4}, "w3a3-lsq": {"bits": 3}, "w2a2-lsq": {"bits": 2},
+    "bwn-a8": {"weight": "bwn", "act_bits": 8}, "twn-a8": {"weight": "twn", "act_bits": 8},
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="resnet20,resnet32")
+    p.add_argument("--quick", action="store_true", help="ResNet-20 only, 128 calibration images, 1,000 test images, QAT of 5 batches")
+    p.add_argument("--qat-epochs", type=int, default=5, help="QAT epochs at 8 and 4 bits (default 5)")
+    p.add_argument("--low-bit-epochs", type=int, default=10, help="QAT epochs at 3 bits and below, bwn, twn (default 10)")
+    p.add_argument("--budget", type=float, default=0.15, help="mixed precision: weights within this x FP32 bytes")
+    p.add_argument("--threads", type=int, default=2, help="threads for training, evaluation and latency")
+    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    p.add_argument("--out", default=None, help="default docs/benchmarks (--quick: runs/benchmarks)")
+    return p.parse_args(argv)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, arch: str) -> None:
+        shared = Path(args.shared)
+        self.args, self.arch = args, arch
+        self.data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}")
+        self.model = create_model(arch)
+        load_weights(self.model, shared / "weights" / "cifar10-jpeg" / f"{arch}.pth")
+        self.model.eval()
+        self.limit = 4 if args.quick else None  # evaluation batches of 256
+        size = 128 if args.quick else 512
+        loader = BatchLoader(self.data.train, 64, train=False, augment=False, mean=self.data.mean, std=self.data.std, seed=0)
+        self.calibration = torch.cat([x for _, x in zip(range(size // 64), (b for b, _ in loader))])
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"quant_{arch}_"))
+        self.fp32_path = export_onnx(self.model, self.tmp / "fp32.onnx")
+        self.fp32_latency = self.ort_latency(self.fp32_path)
+        self.params, self.macs = count_params(self.model), macs(self.model)[0]
+
+    def ort_latency(self, path: Path) -> dict[str, float]:
+        return {f"ort_b{b}": onnx_latency_ms(path, b, (3, 32, 32), threads=self.args.threads).median for b in (1, 64)}
+
+    def eager_latency(self, model: torch.nn.Module) -> dict[str, float]:
+        return {f"eager_b{b}": latency_ms(model, (3, 32, 32), b, threads=self.args.threads).median for b in (1, 64)}
+
+    def row(self, top1: float, *, path: Path | None = None, bytes_: int | None = None, **extra: Any) -> dict:
+        """A row without its name (rows() adds it); ORT latency when there is a graph."""
+        latency = self.ort_latency(path) if path is not None else {}
+        row = {"top1": top1, "params": self.params, "macs": self.macs,
+               "bytes": bytes_ if bytes_ is not None else path.stat().st_size, "latency_ms": latency}
+        if latency:
+            row.update(speedup_b1=self.fp32_latency["ort_b1"] / latency["ort_b1"],
+                       speedup_b64=self.fp32_latency["ort_b64"] / latency["ort_b64"])
+        row["bytes_ratio"] = row["bytes"] / self.fp32_path.stat().st_size
+        return {**row, **extra}
+
+    def deployed(self, result: Any) -> dict:
+        return self.row(evaluate_onnx(result.onnx_path, self.data, limit_batches=self.limit)["top1"], path=result.onnx_path,
+                        fake_quant_top1=evaluate(result.model, self.data, limit_batches=self.limit)["top1"],
+                        packed_bytes=result.report["quantized_bytes"], int8_onnx=True)
+
+    def train_config(self, epochs: int) -> dict:
+        quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs}
+        return {**QAT_DEFAULTS, "lr": 0.005, "weight_decay": 1e-4, "num_threads": self.args.threads, **quick}
+
+    def rows(self) -> list[dict]:
+        wanted = set(self.args.rows.split(",")) if self.args.rows else None
+        runs = [("fp32", self.fp32)]
+        runs += [(f"w8a8-ptq-{o}", lambda o=o: self.ptq({"observer": o})) for o in OBSERVERS]
+        runs += [("w8a8-ptq-mse-cle-bc", lambda: self.ptq({"observer": "mse", "advanced": {"equalize": True, "bias_correction": True}})),
+                 ("w8a8-ort-static", self.ort_static), ("w8a8-torch-x86", self.torch_x86)]
+        runs += [(name, lambda c=c: self.qat(c)) for name, c in QAT_ROWS.items()]
+        runs += [(f"cluster{k}", lambda k=k: self.cluster(k)) for k in (16, 32)]
+        runs += [(f"mixed-{self.args.budget:g}", self.mixed)]
+        out = []
+        for name, run in runs:
+            if wanted is None or name in wanted or name == "fp32":
+                print(f"[{self.arch}] {name}", file=sys.stderr, flush=True)
+                out.append({"name": f"{self.arch}-{name}", **run()})
+        return out
+
+    def fp32(self) -> dict:
+        top1 = evaluate(self.model, self.data, limit_batches=self.limit)["top1"]
+        return self.row(top1, path=self.fp32_path, eager_latency_ms=self.eager_latency(self.model),
+                        fp32_state_bytes=float_bytes(self.model))
+
+    def ptq(self, config: dict) -> dict:
+        result = quantize(self.model, self.calibration, config={**config, "calibration_size": len(self.calibration)},
+                          onnx_path=self.tmp / "ptq.onnx")
+        return self.deployed(result)
+
+    def qat(self, config: dict) -> dict:
+        low = config.get("bits", 2) <= 3 or "weight" in config
+        options = {"method": "qat", "calibration_size": len(self.calibration), "advanced": {"distill_weight": 1.0},
+                   "train": self.train_config(self.args.low_bit_epochs if low else self.args.qat_epochs), **config}
+        result = quantize(self.model, self.data, config=options, onnx_path=self.tmp / "qat.onnx")
+        return self.deployed(result) | {"train_epochs": options["train"]["epochs"]}
+
+    def ort_static(self) -> dict:
+        path = ort_quantize_static(self.model, list(self.calibration.split(64)), self.tmp / "ort_static.onnx")
+        return self.row(evaluate_onnx(path, self.data, limit_batches=self.limit)["top1"], path=path, int8_onnx=True)
+
+    def torch_x86(self) -> dict:
+        int8 = torch_x86_int8(self.model, list(self.calibration.split(64)))
+        with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+            torch.save(int8.state_dict(), handle.name)
+            size = Path(handle.name).stat().st_size
+        return self.row(evaluate(int8, self.data, limit_batches=self.limit)["top1"], bytes_=size,
+                        eager_latency_ms=self.eager_latency(int8), note="latency: eager PyTorch (fbgemm/oneDNN)")
+
+    def cluster(self, clusters: int) -> dict:
+        result = cluster_weights(self.model, clusters)
+        rest = float_bytes(self.model) - result.report["fp32_bytes"]
+        return self.row(evaluate(result.model, self.data, limit_batches=self.limit)["top1"],
+                        bytes_=result.report["huffman_bytes"] + rest, fixed_length_bytes=result.report["fixed_bytes"] + rest)
+
+    def mixed(self) -> dict:
+        result = mixed_precision(self.model, self.calibration, budget=self.args.budget, candidates=(8, 6, 4, 3, 2),
+                                 onnx_path=self.tmp / "mixed.onnx")
+        return self.deployed(result) | {"layer_bits": result.report["layer_bits"], "weight_bytes": result.report["weight_bytes"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    models = ["resnet20"] if args.quick else args.models.split(",")
+    rows = [row for arch in models for row in Bench(args, arch).rows()]
+    out = args.out or str(ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks"))
+    budget = {"threads": args.threads, "calibration_images": 128 if args.quick else 512,
+              "qat_epochs": args.qat_epochs, "low_bit_epochs": args.low_bit_epochs, "quick": args.quick,
+              "test_images": 1024 if args.quick else 10000}
+    command = "python benchmarks/quant_resnet.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    paths = write_benchmark("quant_resnet", rows, command=command.strip(), budget=budget, out_dir=out,
+                            notes="top1: deployed ONNX Runtime accuracy (fake_quant_top1: simulated). "
+                                  "speedups: FP32 ORT latency / row latency, same threads.")
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""`deepshrink quantize`: PTQ or QAT, int8 ONNX export, and the deployed model measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deepshrink.cli.common import data_option, model_options, print_kv_table
+
+_OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
+_WEIGHTS = ["minmax", "mse", "lsq", "dorefa", "bwn", "twn"]
+_ACTS = ["observer", "lsq", "pact", "binary"]
+
+
+def _bits_or_none(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+@click.command("quantize")
+@model_options
+@data_option()
+@click.option("--method", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True)
+@click.option("--bits", type=int, default=None, help="Weight bits, 1..8 (default 8; bwn/twn fix their own).")
+@click.option("--act-bits", type=int, default=None, help="Activation bits (default: --bits).")
+@click.option("--observer", type=click.Choice(_OBSERVERS), default="minmax", show_default=True, help="Activation range observer.")
+@click.option("--weight-quantizer", type=click.Choice(_WEIGHTS), default=None, help="Default: minmax (ptq), lsq (qat).")
+@click.option("--act-quantizer", type=click.Choice(_ACTS), default=None, help="Default: observer (ptq), lsq (qat).")
+@click.option("--first-last-bits", default="8", show_default=True, help="Bits of the first and last layer, or 'none'.")
+@click.option("--keep-float", multiple=True, help="Layer (fnmatch pattern) to leave in floating point; repeatable.")
+@click.option("--calibration-size", type=int, default=512, show_default=True, help="Calibration images (train split).")
+@click.option("--equalize", is_flag=True, help="Cross-layer equalisation before quantising.")
+@click.option("--bias-correction", is_flag=True, help="Empirical bias correction after calibration.")
+@click.option("--epochs", type=int, default=None, help="QAT epochs (default 3).")
+@click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 0.01).")
+@click.option("--limit-batches", type=int, default=None, help="Evaluate (and train) on this many batches only.")
+@click.option("--latency/--no-latency", default=True, show_default=True, help="Time FP32 and int8 ONNX Runtime.")
+@click.option("--threads", type=int, default=None, help="Threads for ONNX Runtime timing (default: PyTorch's).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
+             first_last_bits, keep_float, calibration_size, equalize, bias_correction, epochs, lr, limit_batches,
+             latency, threads, out) -> None:
+    """Quantise a trained model and measure the deployed int8 ONNX Runtime model.
+
+    Writes OUT/model.json + model.safetensors (reload with deepshrink.load), OUT/model.int8.onnx,
+    OUT/model.fp32.onnx, OUT/quantize.json (the resolved options) and OUT/metrics.json.
+
+    Example: deepshrink quantize --model resnet20 --weights ../shared/weights/cifar10-jpeg/resnet20.pth
+    --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz --method ptq --bits 8 --observer mse --out runs/q
+    """
+    from deepshrink.data import load_data
+    from deepshrink.fileio import write_json
+    from deepshrink.models import resolve_model, save_model
+    from deepshrink.quantization import QuantizeConfig
+    from deepshrink.quantization import quantize as run_quantize
+
+    options: dict[str, Any] = {"method": method, "observer": observer, "calibration_size": calibration_size,
+                               "first_last_bits": _bits_or_none(first_last_bits), "keep_float": list(keep_float),
+                               "advanced": {"equalize": equalize, "bias_correction": bias_correction}}
+    extra = {"bits": bits, "act_bits": act_bits, "weight": weight_quantizer, "activation": act_quantizer}
+    options.update({k: v for k, v in extra.items() if v is not None})
+    if method == "qat":
+        from deepshrink.quantization.qat import QAT_DEFAULTS
+
+        training = {"epochs": epochs, "lr": lr, "limit_batches": limit_batches}
+        options["train"] = {**QAT_DEFAULTS, **{k: v for k, v in training.items() if v is not None}}
+    config = QuantizeConfig(**options)  # validated before any data is read
+    data = load_data(data_spec)
+    model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
+                          mean=data.mean, std=data.std)
+    out_dir = Path(out)
+    write_json(out_dir / "quantize.json", config.model_dump(mode="json"))
+    result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx")
+    save_model(result.model, out_dir)
+    metrics = measure(model, result, data, out_dir, limit_batches=limit_batches, latency=latency, threads=threads)
+    write_json(out_dir / "metrics.json", metrics)
+    print_kv_table("quantize", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
+
+
+def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, latency: bool, threads: int | None) -> dict:
+    """Top-1 of the float, fake-quant and deployed int8 models; ONNX file sizes; ORT latency."""
+    from deepshrink.export import export_onnx, onnx_latency_ms
+    from deepshrink.metrics import evaluate
+    from deepshrink.metrics.evaluation import evaluate_onnx
+    from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts
+
+    fp32_path = export_onnx(model, out_dir / "model.fp32.onnx")
+    int8_path = result.onnx_path
+    metrics: dict[str, Any] = {
+        "fp32_top1": evaluate(model, data, limit_batches=limit_batches)["top1"],
+        "fake_quant_top1": evaluate(result.model, data, limit_batches=limit_batches)["top1"],
+        "ort_int8_top1": evaluate_onnx(int8_path, data, limit_batches=limit_batches)["top1"],
+        "fp32_onnx_bytes": fp32_path.stat().st_size,
+        "int8_onnx_bytes": int8_path.stat().st_size,
+        "quantized_bytes": result.report["quantized_bytes"],
+        "int8_kernel_share": int8_kernel_share(optimized_op_counts(int8_path, out_dir / ".ort_optimized.onnx")),
+    }
+    (out_dir / ".ort_optimized.onnx").unlink(missing_ok=True)
+    metrics["int8_file_ratio"] = metrics["int8_onnx_bytes"] / metrics["fp32_onnx_bytes"]
+    metrics["top1_gap_deployed_vs_fake_quant"] = metrics["ort_int8_top1"] - metrics["fake_quant_top1"]
+    if latency:
+        size = tuple(data.input_size)
+        metrics["latency_ms"] = {
+            f"{name}_b{batch}": onnx_latency_ms(path, batch, size, threads=threads).median
+            for name, path in (("ort_fp32", fp32_path), ("ort_int8", int8_path)) for batch in (1, 64)
+        }
+        metrics["speedup_b64"] = metrics["latency_ms"]["ort_fp32_b64"] / metrics["latency_ms"]["ort_int8_b64"]
+    metrics["report"] = result.report
+    return metrics
+
+
+def register(group: click.Group) -> None:
+    group.add_command(quantize)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import deepshrink
+from deepshrink.cli.main import main
+from deepshrink.data import BatchLoader
+from deepshrink.fileio import save_safetensors
+
+
+@pytest.fixture(scope="module")
+def digits_weights(tmp_path_factory):
+    """digits_cnn fitted for a few Adam steps on the embedded digits (about 90 % test top-1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = deepshrink.load_data("digits")
+    model = deepshrink.create_model("digits_cnn")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(3):
+        for x, y in BatchLoader(data.train, 64, train=True, augment=False, mean=data.mean, std=data.std):
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    torch.set_num_threads(threads)
+    path = tmp_path_factory.mktemp("w") / "digits.safetensors"
+    save_safetensors(model.state_dict(), path)
+    return path
+
+
+def test_cli_ptq_writes_model_onnx_and_metrics(digits_weights, tmp_path):
+    out = tmp_path / "q"
+    code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
+                 "--observer", "mse", "--calibration-size", "256", "--no-latency", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fp32_top1"] > 80
+    assert abs(metrics["fake_quant_top1"] - metrics["fp32_top1"]) <= 2.0
+    assert abs(metrics["ort_int8_top1"] - metrics["fake_quant_top1"]) <= 0.5  # deployed matches simulated
+    assert metrics["int8_kernel_share"] == 1.0
+    assert metrics["int8_onnx_bytes"] < 0.35 * metrics["fp32_onnx_bytes"]
+    assert json.loads((out / "quantize.json").read_text())["observer"] == "mse"
+    reloaded = deepshrink.load(out)
+    assert [t["kind"] for t in reloaded.deepshrink_spec.transforms] == ["fold_bn", "quantize"]
+    assert deepshrink.evaluate(reloaded, "digits")["top1"] == pytest.approx(metrics["fake_quant_top1"])
+
+
+def test_cli_qat_and_latency(digits_weights, tmp_path):
+    out = tmp_path / "qat"
+    code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
+                 "--method", "qat", "--bits", "4", "--epochs", "1", "--limit-batches", "3", "--calibration-size", "64",
+                 "--threads", "1", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["report"]["method"] == "qat" and len(metrics["report"]["qat_history"]) == 1
+    assert set(metrics["latency_ms"]) == {"ort_fp32_b1", "ort_fp32_b64", "ort_int8_b1", "ort_int8_b64"}
+    assert all(v > 0 for v in metrics["latency_ms"].values())
+
+
+def test_cli_bad_options_fail_with_one_line(tmp_path, capsys):
+    assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--bits", "9", "--out", str(tmp_path)]) == 2
+    assert "bits: Input should be less than or equal to 8, got 9" in capsys.readouterr().err
+    assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--keep-float", "head", "--out", str(tmp_path / "k")]) == 2
+    assert "keep_float: 'head' matches no layer; layers: block1.conv, block2.conv, classifier" in capsys.readouterr().err
