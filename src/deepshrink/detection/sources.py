@@ -104,10 +104,9 @@ class Source:
         """Folders (relative, '' for the top) that contain the path `marker`, shallowest first."""
         roots = set()
         for rel in self.files:
-            index = rel.find(marker) if rel.startswith(marker) else rel.find("/" + marker)
-            if index == 0 and rel.startswith(marker):
+            if rel.startswith(marker):
                 roots.add("")
-            elif index > 0:
+            elif (index := rel.find("/" + marker)) >= 0:
                 roots.add(rel[:index])
         return sorted(roots, key=lambda r: (r.count("/"), r))
 
