@@ -24,7 +24,7 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--method", type=click.Choice(["ptq", "qat"]), default="ptq", show_default=True)
 @click.option("--bits", type=int, default=None, help="Weight bits, 1..8 (default 8; bwn/twn fix their own).")
 @click.option("--act-bits", type=int, default=None, help="Activation bits (default: --bits).")
-@click.option("--observer", type=click.Choice(_OBSERVERS), default="minmax", show_default=True, help="Activation range observer.")
+@click.option("--observer", type=click.Choice(_OBSERVERS), default=None, help="Activation range observer (default: minmax for ptq, mse for qat).")
 @click.option("--weight-quantizer", type=click.Choice(_WEIGHTS), default=None, help="Default: minmax (ptq), lsq (qat).")
 @click.option("--act-quantizer", type=click.Choice(_ACTS), default=None, help="Default: observer (ptq), lsq (qat).")
 @click.option("--first-last-bits", default="8", show_default=True, help="Bits of the first and last layer, or 'none'.")
@@ -55,10 +55,10 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     from deepshrink.quantization import QuantizeConfig
     from deepshrink.quantization import quantize as run_quantize
 
-    options: dict[str, Any] = {"method": method, "observer": observer, "calibration_size": calibration_size,
+    options: dict[str, Any] = {"method": method, "calibration_size": calibration_size,
                                "first_last_bits": _bits_or_none(first_last_bits), "keep_float": list(keep_float),
                                "advanced": {"equalize": equalize, "bias_correction": bias_correction}}
-    extra = {"bits": bits, "act_bits": act_bits, "weight": weight_quantizer, "activation": act_quantizer}
+    extra = {"bits": bits, "act_bits": act_bits, "observer": observer, "weight": weight_quantizer, "activation": act_quantizer}
     options.update({k: v for k, v in extra.items() if v is not None})
     if method == "qat":
         from deepshrink.quantization.qat import QAT_DEFAULTS
@@ -80,10 +80,10 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
 
 def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, latency: bool, threads: int | None) -> dict:
     """Top-1 of the float, fake-quant and deployed int8 models; ONNX file sizes; ORT latency."""
-    from deepshrink.export import export_onnx, onnx_latency_ms
+    from deepshrink.export import export_onnx
     from deepshrink.metrics import evaluate
     from deepshrink.metrics.evaluation import evaluate_onnx
-    from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts
+    from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts, paired_latency_ms
 
     fp32_path = export_onnx(model, out_dir / "model.fp32.onnx")
     int8_path = result.onnx_path
@@ -99,12 +99,11 @@ def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, la
     (out_dir / ".ort_optimized.onnx").unlink(missing_ok=True)
     metrics["int8_file_ratio"] = metrics["int8_onnx_bytes"] / metrics["fp32_onnx_bytes"]
     metrics["top1_gap_deployed_vs_fake_quant"] = metrics["ort_int8_top1"] - metrics["fake_quant_top1"]
-    if latency:
-        size = tuple(data.input_size)
-        metrics["latency_ms"] = {
-            f"{name}_b{batch}": onnx_latency_ms(path, batch, size, threads=threads).median
-            for name, path in (("ort_fp32", fp32_path), ("ort_int8", int8_path)) for batch in (1, 64)
-        }
+    if latency:  # interleaved FP32 / int8 runs: a drifting machine load hits both alike
+        metrics["latency_ms"] = {}
+        for batch in (1, 64):
+            pair = paired_latency_ms({"ort_fp32": fp32_path, "ort_int8": int8_path}, batch, tuple(data.input_size), threads=threads)
+            metrics["latency_ms"].update({f"{name}_b{batch}": value for name, value in pair.items()})
         metrics["speedup_b64"] = metrics["latency_ms"]["ort_fp32_b64"] / metrics["latency_ms"]["ort_int8_b64"]
     metrics["report"] = result.report
     return metrics

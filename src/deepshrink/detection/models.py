@@ -4,7 +4,7 @@
 differs. The network's one output is the raw prediction tensor [B, A, 5 + C] (box distances in
 pixels, centerness logit, class logits) over the A = sum(H/s * W/s) points of strides 8, 16, 32,
 so export, profiling, pruning and quantisation treat a detector like any single-output model;
-decoding and NMS are the post-process (`deepshrink.detection.postprocess`)."""
+decoding and NMS are the post-process (`deepshrink.detection.decoding`)."""
 
 from __future__ import annotations
 
@@ -82,13 +82,13 @@ _COMMON = dict(input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, num_
                family="fcos", task="detection")
 
 
-@MODELS.register("fcos_resnet", params=1_866_216, **_COMMON,
+@MODELS.register("fcos_resnet", params=3_239_917, **_COMMON,
                  description="FCOS detector: zoo BasicBlock ResNet backbone (ResNet-18 layout, half width), PAN, shared head")
 def fcos_resnet(num_classes: int = HIGHWAY_CLASSES, **kwargs) -> FCOS:
     return build_fcos(Backbone.RESNET, num_classes, **kwargs)
 
 
-@MODELS.register("fcos_mobilenet_v2", params=1_000_000, **_COMMON,
+@MODELS.register("fcos_mobilenet_v2", params=2_291_213, **_COMMON,
                  description="FCOS detector: MobileNetV2 backbone (ImageNet strides), PAN neck, shared head")
 def fcos_mobilenet_v2(num_classes: int = HIGHWAY_CLASSES, **kwargs) -> FCOS:
     return build_fcos(Backbone.MOBILENET_V2, num_classes, **kwargs)

@@ -36,15 +36,23 @@ class Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._blobs: dict[str, bytes] | None = None
-        if path.is_dir():
-            self.files = sorted(self._walk(path))
-        elif path.is_file() and tarfile.is_tarfile(path):
-            self._blobs = self._read_archive(path)
-            self.files = sorted(self._blobs)
-        else:
+        self.is_archive = not path.is_dir()
+        if self.is_archive and not (path.is_file() and tarfile.is_tarfile(path)):
             raise DataError(f"{path}: not a directory or a .tar/.tar.gz archive")
-        self._set = set(self.files)
+        self._blobs: dict[str, bytes] = {}
+        self._files: list[str] | None = None  # listed (and an archive read) on first use: a cache hit needs neither
+        self._set: set[str] = set()
+
+    @property
+    def files(self) -> list[str]:
+        if self._files is None:
+            if self.is_archive:
+                self._blobs = self._read_archive(self.path)
+                self._files = sorted(self._blobs)
+            else:
+                self._files = sorted(self._walk(self.path))
+            self._set = set(self._files)
+        return self._files
 
     @staticmethod
     def _walk(root: Path) -> list[str]:
@@ -74,15 +82,16 @@ class Source:
         return next((name[: -len(s)] for s in ARCHIVE_SUFFIXES if name.endswith(s)), name)
 
     def __contains__(self, rel: str) -> bool:
+        self.files  # noqa: B018  (lists the source on first use)
         return rel in self._set
 
     def where(self, rel: str) -> str:
-        return f"{self.path}/{rel}" if self._blobs is None else f"{self.path}:{rel}"
+        return f"{self.path}:{rel}" if self.is_archive else f"{self.path}/{rel}"
 
     def read(self, rel: str) -> bytes:
-        if rel not in self._set:
+        if rel not in self:
             raise DataError(f"{self.where(rel)}: file not found")
-        if self._blobs is not None:
+        if self.is_archive:
             return self._blobs[rel]
         try:
             return (self.path / rel).read_bytes()
@@ -96,7 +105,7 @@ class Source:
             raise DataError(f"{self.where(rel)}: not UTF-8 text") from None
 
     def fingerprint(self) -> dict:
-        if self._blobs is not None:
+        if self.is_archive:
             return cache.archive_fingerprint(self.path)
         return cache.files_fingerprint(self.path, self.files)
 

@@ -45,14 +45,15 @@ def runtime_session(model: bytes | str | os.PathLike, latency: LatencyConfig):
         raise ExportError(f"ONNX Runtime ({latency.runtime.value}) cannot load the graph: {exc}") from None
 
 
-def time_session(session, input_shape: tuple[int, ...], seconds: float) -> float:
-    """Median milliseconds of one run, with as many repeats as fit in about `seconds`."""
+def time_session(session, input_shape: tuple[int, ...], seconds: float, quantile: float) -> float:
+    """The `quantile` of the milliseconds of one run, over as many runs as fit in about `seconds`."""
     from deepshrink.export import onnx_latency_ms
 
     batch, size = input_shape[0], input_shape[1:]
     probe = onnx_latency_ms(session, batch, size, warmup=2, repeats=3).median
     repeats = int(min(500, max(10, seconds * 1e3 / max(probe, 1e-3))))
-    return onnx_latency_ms(session, batch, size, warmup=1, repeats=repeats).median
+    samples = sorted(onnx_latency_ms(session, batch, size, warmup=1, repeats=repeats).samples)
+    return samples[round(quantile * (len(samples) - 1))]
 
 
 def measure_model(model: nn.Module, input_size: tuple[int, ...], latency: LatencyConfig) -> float:
@@ -62,7 +63,7 @@ def measure_model(model: nn.Module, input_size: tuple[int, ...], latency: Latenc
     with tempfile.TemporaryDirectory(prefix="deepshrink-search-") as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", input_size)
         session = runtime_session(path, latency)
-        return time_session(session, (latency.batch_size, *input_size), latency.model_seconds)
+        return time_session(session, (latency.batch_size, *input_size), latency.model_seconds, latency.quantile)
 
 
 def _single_node(shape: LayerShape, cin: int, cout: int, groups: int, batch: int) -> tuple[bytes, tuple[int, ...]]:
@@ -132,8 +133,9 @@ class LatencyTable:
         for key, build in builds.items():
             if key not in self.entries:
                 graph, input_shape = build()
-                self.entries[key] = time_session(runtime_session(graph, self.latency), input_shape,
-                                                 self.latency.entry_seconds)
+                session = runtime_session(graph, self.latency)
+                self.entries[key] = time_session(session, input_shape, self.latency.entry_seconds,
+                                                 self.latency.quantile)
             if tick is not None:
                 tick()
 

@@ -1,0 +1,82 @@
+"""Decode + NMS: the post-process of the detector's raw output [B, A, 5 + C], in eager PyTorch
+or after ONNX Runtime (the exported graph stops at the raw tensor, see `detection.export`).
+
+Per image: score = sqrt(sigmoid(class) * sigmoid(centerness)) (FCOS), candidates above
+`score_threshold`, the `pre_nms_topk` best (point, class) pairs, boxes = point -+ distances clipped
+to the image, greedy class-aware NMS (classes are kept apart by offsetting their boxes), then the
+`max_detections` best. Each image gives a [K, 6] tensor: x1, y1, x2, y2, score, class."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from deepshrink.detection.config import PostprocessConfig
+from deepshrink.detection.models import STRIDES, anchor_points
+from deepshrink.detection.primitives import box_iou, distances_to_boxes
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of the boxes greedy NMS keeps, best score first (torchvision.ops.nms semantics:
+    a box is dropped when its IoU with a kept, better-scored box exceeds the threshold)."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    order = scores.argsort(descending=True, stable=True)
+    over = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
+    keep = np.ones(len(order), dtype=bool)
+    for i in range(len(order)):  # one pass over the sorted boxes; each row suppresses later ones
+        if keep[i]:
+            keep[i + 1 :] &= ~over[i, i + 1 :]
+    return order[torch.from_numpy(np.flatnonzero(keep)).to(order.device)]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Class-aware NMS in one call: shifting each class's boxes by a distinct offset larger than
+    any coordinate makes boxes of different classes disjoint."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    offset = classes.to(boxes) * (boxes.max() - boxes.min() + 1)
+    return nms(boxes + offset[:, None], scores, iou_threshold)
+
+
+def decode(raw: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw output [B, A, 5 + C] -> boxes [B, A, 4] and scores [B, A, C]."""
+    boxes = distances_to_boxes(points, raw[..., :4])
+    scores = (raw[..., 5:].sigmoid() * raw[..., 4:5].sigmoid()).sqrt()
+    return boxes, scores
+
+
+@torch.no_grad()
+def postprocess(
+    raw: torch.Tensor,
+    image_size: tuple[int, int],
+    config: PostprocessConfig | dict | None = None,
+    strides: tuple[int, ...] = STRIDES,
+) -> list[torch.Tensor]:
+    """Detections per image ([K, 6]) from the raw output of a detector whose input was
+    image_size = (H, W); `raw` may be a NumPy array straight from ONNX Runtime."""
+    cfg = PostprocessConfig.coerce(config)
+    raw = torch.as_tensor(raw).float()
+    height, width = image_size
+    points, _ = anchor_points(height, width, strides, raw.device)
+    if raw.shape[1] != points.shape[0]:
+        raise ValueError(f"raw output has {raw.shape[1]} points, a {height}x{width} input gives {points.shape[0]}")
+    boxes, scores = decode(raw, points)
+    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    num_classes = scores.shape[-1]
+    results = []
+    for image_boxes, image_scores in zip(boxes, scores):
+        flat = image_scores.flatten()
+        candidates = torch.nonzero(flat > cfg.score_threshold).squeeze(1)
+        if candidates.numel() > cfg.pre_nms_topk:
+            candidates = candidates[flat[candidates].topk(cfg.pre_nms_topk).indices]
+        point, cls = candidates // num_classes, candidates % num_classes
+        kept_boxes = torch.minimum(image_boxes[point].clamp_min(0), limit)
+        kept_scores = flat[candidates]
+        if cfg.class_agnostic:
+            keep = nms(kept_boxes, kept_scores, cfg.iou_threshold)
+        else:
+            keep = batched_nms(kept_boxes, kept_scores, cls, cfg.iou_threshold)
+        keep = keep[: cfg.max_detections]
+        results.append(torch.cat([kept_boxes[keep], kept_scores[keep, None], cls[keep, None].to(boxes)], dim=1))
+    return results

@@ -1,0 +1,85 @@
+"""Distillation for detectors: feature imitation on the neck outputs plus logit KD on the
+classification branch, added to the student's own FCOS losses.
+
+    L = L_fcos + feature_weight * sum_l ||A_l(F_s,l) - F_t,l||^2 / ||F_t,l||^2
+               + logit_weight * sum_p w_p BCE(s_p / T, sigmoid(t_p / T)) / sum_p w_p
+
+A_l is a 1x1 convolution (trained with the student) mapping a pruned student's neck width to the
+teacher's; normalising by the teacher feature's energy keeps every level on the same scale
+(mimic-style imitation, Li et al. 2017). The KD weight w_p of a point is the teacher's best class
+probability there, so the many background points do not drown the few objects. The teacher sees
+the same augmented batch as the student; it is held outside the module tree (never optimised or
+checkpointed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from deepshrink.detection.objective import DetectionObjective
+from deepshrink.distillation.hooks import FeatureHooks
+
+NECK_TAPS = ("neck.smooth3", "neck.fuse4", "neck.fuse5")  # the P3, P4, P5 outputs of the PAN neck
+
+
+class DetectionDistillObjective(nn.Module):
+    def __init__(
+        self,
+        base: DetectionObjective,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        taps: Sequence[str] = NECK_TAPS,
+        feature_weight: float = 1.0,
+        logit_weight: float = 1.0,
+        temperature: float = 1.0,
+        example: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.teachers = (teacher.eval(),)  # a tuple: not a submodule
+        self.feature_weight, self.logit_weight, self.temperature = feature_weight, logit_weight, temperature
+        self.student_hooks = FeatureHooks(student, taps)
+        self.teacher_hooks = FeatureHooks(teacher, taps)
+        self.taps = tuple(taps)
+        probe = example if example is not None else torch.zeros(1, 3, 64, 64)
+        with torch.no_grad():
+            was_training = student.training
+            student.eval()
+            student(probe)
+            student.train(was_training)
+            teacher(probe)
+        s_feats, t_feats = self.student_hooks.pop(), self.teacher_hooks.pop()
+        self.adapters = nn.ModuleDict({
+            tap.replace(".", "_"): nn.Conv2d(s_feats[tap].shape[1], t_feats[tap].shape[1], 1) for tap in self.taps
+        })
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, None]:
+        images, targets = self.base.prepare(model, images, targets)
+        raw = model(images)
+        s_feats = self.student_hooks.pop()
+        teacher = self.teachers[0]
+        if next(teacher.parameters()).device != images.device:  # the engine moved the student
+            teacher.to(images.device)
+        with torch.no_grad():
+            t_raw = teacher(images)
+            t_feats = self.teacher_hooks.pop()
+        loss = self.base.task_loss(raw, images, targets)
+        imitation = sum(
+            (self.adapters[tap.replace(".", "_")](s_feats[tap]) - t_feats[tap]).pow(2).sum() / t_feats[tap].pow(2).sum().clamp_min(1e-6)
+            for tap in self.taps
+        )
+        t_prob = (t_raw[..., 5:].float() / self.temperature).sigmoid()
+        weight = t_prob.amax(-1, keepdim=True)
+        bce = F.binary_cross_entropy_with_logits(raw[..., 5:].float() / self.temperature, t_prob, reduction="none")
+        kd = (bce * weight).sum() / (weight.sum() * t_prob.shape[-1]).clamp_min(1e-6)
+        self.last_terms = {**self.base.last_terms, "imitation": imitation.detach(), "kd": kd.detach()}
+        return loss + self.feature_weight * imitation + self.logit_weight * kd, None
+
+    def close(self) -> None:
+        self.student_hooks.remove()
+        self.teacher_hooks.remove()
