@@ -1,44 +1,36 @@
-"""`deepshrink demo`: the main job on the embedded digits data, runnable anywhere in a minute."""
+"""`deepshrink demo`: the whole fusion pipeline (train, FPGM prune, distil, int8, ONNX) on the
+embedded digits data, runnable anywhere in a few minutes on 2 CPU cores."""
 
 from __future__ import annotations
 
 import time
+from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 console = Console()
+DEMO_RECIPE = "demo-digits.yaml"
 
 
-def run_demo(out_dir: Path, *, epochs: int = 15, seed: int = 0) -> dict:
-    """Train the digits CNN, measure it, save it. Returns the metrics written to out_dir."""
-    from deepshrink.data import load_data
-    from deepshrink.fileio import write_json
-    from deepshrink.metrics import evaluate, profile
-    from deepshrink.models import create_model, save_model
-    from deepshrink.training import TrainConfig, train
+def demo_recipe_path() -> Path:
+    return Path(str(resources.files("deepshrink") / "recipes" / DEMO_RECIPE))
+
+
+def run_demo(out_dir: Path, *, command: str = "deepshrink demo") -> dict:
+    """Run the packaged demo recipe into `out_dir`; prints the uncompressed vs compressed model."""
+    from deepshrink.pipeline import compress
 
     start = time.perf_counter()
-    data = load_data("digits", seed=seed)
-    model = create_model(
-        "digits_cnn", num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
+    report = compress(demo_recipe_path(), out=out_dir, command=command)
+    trained, final = report["stages"][1], report["stages"][-1]
+    console.print(
+        f"uncompressed (after training): top-1 {trained['top1']:.2f} %, {trained['bytes']:,} bytes, "
+        f"ORT b64 {trained['latency_ms'].get('ort_b64', float('nan')):.3f} ms\n"
+        f"compressed (pruned, distilled, int8 ONNX): top-1 {final['top1']:.2f} % "
+        f"({final['top1'] - trained['top1']:+.2f}), {final['bytes']:,} bytes "
+        f"({trained['bytes'] / final['bytes']:.1f}× smaller), "
+        f"ORT b64 {final['latency_ms'].get('ort_b64', float('nan')):.3f} ms\n"
+        f"finished in {time.perf_counter() - start:.0f} s; report: {out_dir / 'report.html'}"
     )
-    config = TrainConfig(epochs=epochs, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=1e-4,
-                         schedule="cosine", seed=seed, augment=False)
-    result = train(model, data, config, out_dir=out_dir / "train")
-    metrics = evaluate(result.model, data, split="test")
-    prof = profile(result.model, batch_sizes=(1, 64))
-    save_model(result.model, out_dir / "model")
-    summary = {"data": "digits", "model": "digits_cnn", "test": metrics, "profile": prof.to_dict(),
-               "seconds": round(time.perf_counter() - start, 1)}
-    write_json(out_dir / "metrics.json", summary)
-
-    table = Table(title="deepshrink demo: digits_cnn on scikit-learn digits", title_justify="left")
-    for column in ("top-1 %", "params", "MACs", "bytes", "ort b1 ms", "ort b64 ms"):
-        table.add_column(column, justify="right")
-    table.add_row(f"{metrics['top1']:.2f}", f"{prof.params:,}", f"{prof.macs:,}", f"{prof.bytes:,}",
-                  f"{prof.latency_ms.get('ort_b1', float('nan')):.3f}", f"{prof.latency_ms.get('ort_b64', float('nan')):.3f}")
-    console.print(table)
-    console.print(f"finished in {summary['seconds']} s; outputs in {out_dir}")
-    return summary
+    return report

@@ -120,7 +120,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(model, data, r
 
 def test_resume_refuses_a_state_from_other_options(model, data, tmp_path) -> None:
     search(model, data, dict(CONFIG, generations=0), out_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"search_state.json: written by a search with different options \(config\)"):
+    with pytest.raises(ConfigError, match=r"search_state.json: written by a search with different options \(config.round_to, model.genes\)"):
         search(model, data, dict(CONFIG, generations=0, round_to=8), out_dir=tmp_path)
 
 

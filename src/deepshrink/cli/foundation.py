@@ -20,7 +20,7 @@ from deepshrink.cli.common import (
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True, help="Output directory.")
 def demo(out: str) -> None:
-    """Run the main job on the embedded digits data (needs no files).
+    """Run the whole pipeline (train, FPGM prune, distil, int8, ONNX) on the embedded digits data.
 
     Example: deepshrink demo --out runs/demo
     """

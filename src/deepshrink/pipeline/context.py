@@ -27,6 +27,17 @@ class RunContext:
             return config
         return config.model_copy(update={"epochs": min(config.epochs, 1), "limit_batches": SMOKE_BATCHES})
 
+    def model_after(self, number: str) -> nn.Module:
+        """The saved model of step `number` (1-based) of this run."""
+        from deepshrink.errors import ConfigError
+        from deepshrink.models import load
+
+        entry = self.recipe.parsed_steps[int(number) - 1]
+        directory = self.out_dir / "steps" / f"{entry.index + 1:02d}-{entry.kind}" / "model"
+        if not directory.is_dir():
+            raise ConfigError(f"step:{number} ({entry.kind}) has no saved model in {directory}")
+        return load(directory)
+
     @property
     def limit_batches(self) -> int | None:
         return SMOKE_BATCHES if self.smoke else None

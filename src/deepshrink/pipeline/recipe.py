@@ -129,3 +129,20 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = Path(path)
     data, lines = load_with_lines(path)
     return parse_recipe(data, source=str(path), lines=lines, base_dir=path.parent)
+
+
+def check_resources(recipe: Recipe, *, source: str) -> None:
+    """Before any work: the data spec names something that exists, and the model builds and its
+    weights fit it (the checkpoint's tensors are shape-checked by name)."""
+    from deepshrink.data.specs import DataSpec
+    from deepshrink.errors import DeepShrinkError
+    from deepshrink.models import resolve_model
+
+    try:
+        DataSpec.parse(recipe.data)
+    except DeepShrinkError as exc:
+        raise ConfigError(f"{source}: field 'data': {exc}") from None
+    try:
+        resolve_model(recipe.model.name, weights=recipe.model.weights)
+    except DeepShrinkError as exc:
+        raise ConfigError(f"{source}: field 'model': {exc}") from None

@@ -16,7 +16,8 @@ from deepshrink.pruning.graph import DependencyGraph, build_graph
 from deepshrink.pruning.importance import Batches, ScoringContext, score_groups
 from deepshrink.pruning.measure import count_macs, count_params
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
-from deepshrink.pruning.policy import Scores, choose, solve_ratio
+from deepshrink.pruning.budget import BudgetMeter, meet_budget
+from deepshrink.pruning.policy import Scores, choose
 from deepshrink.pruning.trace import device_of, example_inputs_for
 from deepshrink.pruning.verify import verify_surgery
 
@@ -64,24 +65,17 @@ def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None)
     graph = graph_for(model, inputs, cfg)
     scores = scores_for(graph, cfg, data)
 
-    def plan_at(ratio: float) -> dict:
-        removal = choose(graph, scores, policy=cfg.policy, ratio=ratio, ratios=dict(cfg.ratios),
-                         round_to=cfg.round_to)
-        return make_plan(graph, removal)
+    def choose_at(ratio: float) -> dict:
+        return choose(graph, scores, policy=cfg.policy, ratio=ratio, ratios=dict(cfg.ratios), round_to=cfg.round_to)
 
-    ratio = cfg.ratio
-    if cfg.budget is not None:
-        before = count_macs(model, inputs) if cfg.budget.metric.value == "macs" else count_params(model)
-
-        def measure(r: float) -> float:
-            candidate = apply_plan(model, plan_at(r))
-            count = count_macs(candidate, inputs) if cfg.budget.metric.value == "macs" else count_params(candidate)
-            return count / before
-
-        ratio = solve_ratio(measure, cfg.budget.keep, tolerance=cfg.advanced.budget_tolerance,
-                            metric=cfg.budget.metric.value)
-    result = finish(model, inputs, graph, plan_at(ratio), cfg)
-    result.report.update(ratio=ratio, unscored=sorted(name for name, s in scores.items() if s is None))
+    if cfg.budget is None:
+        removal = choose_at(cfg.ratio)
+    else:
+        meter = BudgetMeter(model, inputs, cfg.budget.metric)
+        removal = meet_budget(cfg.budget, meter, choose_at, lambda r: make_plan(graph, r), scores,
+                              tolerance=cfg.advanced.budget_tolerance)
+    result = finish(model, inputs, graph, make_plan(graph, removal), cfg)
+    result.report["unscored"] = sorted(name for name, s in scores.items() if s is None)
     return result
 
 
@@ -92,7 +86,8 @@ def finish(model: nn.Module, inputs, graph: DependencyGraph, plan: dict, cfg: Pr
     pruned = derive(model, pruned, "prune", plan)
     report = {
         "criterion": cfg.criterion,
-        "ratio": cfg.ratio,
+        # With a budget, the ratio is what was needed: the fraction of all units removed.
+        "ratio": cfg.ratio if cfg.budget is None else _removed_fraction(plan),
         "policy": cfg.policy.value,
         "params": {"before": count_params(model), "after": count_params(pruned)},
         "macs": {"before": count_macs(model, inputs), "after": count_macs(pruned, inputs)},
@@ -104,6 +99,11 @@ def finish(model: nn.Module, inputs, graph: DependencyGraph, plan: dict, cfg: Pr
                                                     "tolerance": cfg.advanced.tolerance},
     }
     return PruneResult(pruned, plan, report)
+
+
+def _removed_fraction(plan: dict) -> float:
+    units = sum(g["units"] for g in plan["groups"])
+    return sum(len(g["removed"]) for g in plan["groups"]) / units if units else 0.0
 
 
 def _calibration(data: Batches | None, cfg: PruneConfig) -> Batches | None:

@@ -1,8 +1,8 @@
 """Policies: which units of which groups to remove, given their scores.
 
 Uniform applies one ratio (or the per-layer ratio map) to every group; global ranks all units of
-all groups together on per-group normalised scores. Kept counts are rounded to a multiple. The
-budget solver searches the ratio that meets a MACs or parameter budget."""
+all groups together on per-group normalised scores. Kept counts are rounded to a multiple.
+Meeting a MACs or parameter budget is in budget.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from deepshrink.errors import BudgetError, ConfigError
+from deepshrink.errors import ConfigError
 from deepshrink.pruning import primitives
 from deepshrink.pruning.config import Policy
 from deepshrink.pruning.graph import DependencyGraph
@@ -91,28 +91,3 @@ def choose(graph: DependencyGraph, scores: Scores, *, policy: Policy, ratio: flo
             raise ConfigError("per-layer ratios need policy 'uniform' (global ranking sets them itself)")
         return global_ranking(graph, scores, ratio, round_to)
     return uniform(graph, scores, group_ratios(graph, ratio, ratios), round_to)
-
-
-def solve_ratio(measure: Callable[[float], float], keep: float, *, tolerance: float, metric: str,
-                max_ratio: float = 0.98, steps: int = 24) -> float:
-    """Smallest ratio whose measured fraction of the metric is at most `keep` (bisection; the
-    fraction falls as the ratio grows). Stops early once within `tolerance` below the target."""
-    if measure(0.0) <= keep:
-        return 0.0
-    best = measure(max_ratio)
-    if best > keep:
-        raise BudgetError(
-            f"cannot reach {keep:.3f} of the original {metric}: pruning keeps at least {best:.3f} "
-            "with the protected layers and rounding in force"
-        )
-    lo, hi = 0.0, max_ratio
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        fraction = measure(mid)
-        if fraction <= keep:
-            hi = mid
-            if keep - fraction <= tolerance:
-                break
-        else:
-            lo = mid
-    return hi

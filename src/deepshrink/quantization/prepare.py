@@ -110,14 +110,15 @@ def _through_identity(graph_module: fx.GraphModule, producer: fx.Node, consumer:
 
 
 def _group(wanted: list[tuple[fx.Node, fx.Node, ActQuantizer, int]]) -> dict[str, dict[str, Any]]:
-    """One quantiser per (tensor, kind, bits); the first on a tensor is named after its node."""
+    """One quantiser per (tensor, kind, bits); the first on a tensor is named after its node, any
+    other after node, kind and bits ('relu__lsq8': fx never makes double underscores)."""
     entries: dict[str, dict[str, Any]] = {}
     by_key: dict[tuple[str, str, int], str] = {}
     for producer, consumer, kind, bits in wanted:
         key = (producer.name, kind.value, bits)
         if key not in by_key:
-            taken = sum(1 for k in by_key if k[0] == producer.name)
-            by_key[key] = producer.name if taken == 0 else f"{producer.name}_{taken}"
+            first = not any(k[0] == producer.name for k in by_key)
+            by_key[key] = producer.name if first else f"{producer.name}__{kind.value}{bits}"
             entries[by_key[key]] = {"kind": kind.value, "bits": bits, "signed": False, "after": producer.name, "consumers": []}
         consumers = entries[by_key[key]]["consumers"]
         if consumer.name not in consumers:

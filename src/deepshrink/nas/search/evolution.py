@@ -41,7 +41,8 @@ def crossover(a: Genome, b: Genome, rng: random.Random) -> Genome:
 
 
 def tournament(population: Sequence[Genome], rank: Rank, rng: random.Random, size: int) -> Genome:
-    drawn = [population[rng.randrange(len(population))] for _ in range(min(size, len(population)))]
+    """The best of `size` members drawn with replacement."""
+    drawn = [population[rng.randrange(len(population))] for _ in range(size)]
     return max(drawn, key=rank)
 
 

@@ -49,11 +49,19 @@ def load_state(out_dir: Path, fingerprint: dict[str, Any]) -> SearchState | None
         raise ConfigError(f"{path}: search state version {data.get('version')!r} is not {STATE_VERSION}")
     saved = data.get("fingerprint", {})
     if saved != fingerprint:
-        differing = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+        differing = _differing(saved, fingerprint)
         raise ConfigError(f"{path}: written by a search with different options ({', '.join(differing)}); "
                           "use another output directory or delete the file to start over")
     return SearchState(saved, data["generation"], [tuple(g) for g in data["population"]], data["cache"],
                        data["history"], data.get("latency"))
+
+
+def _differing(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves where two fingerprints differ, e.g. ['config.round_to']."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [prefix] if a != b else []
+    return [path for key in sorted(set(a) | set(b), key=str)
+            for path in _differing(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))]
 
 
 def model_fingerprint(space_genes: list, base: dict[str, float]) -> dict[str, Any]:

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from deepshrink.pipeline.recipe import Recipe
 
 INPUT_MODEL = "input"  # the recipe's model before any step: self-distillation of a pruned copy
+STEP_PREFIX = "step:"  # the model after an earlier step, e.g. a teacher trained in step 1
 
 
 class TeacherRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="zoo name, package.module:factory, a deepshrink model directory, or 'input'")
+    name: str = Field(description="zoo name, package.module:factory, a deepshrink model directory, "
+                                  "'input' (the uncompressed model) or 'step:N' (the model after step N)")
     weights: str | None = None
 
 
@@ -37,6 +39,8 @@ def build_teacher(ref: TeacherRef, ctx: RunContext) -> nn.Module:
 
     if ref.name == INPUT_MODEL:
         return ctx.baseline
+    if ref.name.startswith(STEP_PREFIX):
+        return ctx.model_after(ref.name[len(STEP_PREFIX):]).eval()
     data = ctx.data
     return resolve_model(ref.name, weights=ref.weights, num_classes=data.num_classes, input_size=data.input_size,
                          mean=data.mean, std=data.std).eval()
@@ -47,7 +51,13 @@ class DistillStep(Step):
     Options = DistillStepOptions
 
     def check(self, options: DistillStepOptions, recipe: "Recipe", *, source: str, base_dir: Path | None) -> None:
+        position = next(e.index for e in recipe.parsed_steps if e.options is options)
         for ref in [*options.teachers, options.second]:
+            if ref.name.startswith(STEP_PREFIX):
+                number = ref.name[len(STEP_PREFIX):]
+                if not number.isdigit() or not 1 <= int(number) <= position:
+                    raise ConfigError(f"{source}: distill step {position + 1}: teacher '{ref.name}' must name an "
+                                      f"earlier step, step:1 to step:{position}")
             if ref.weights is not None and not Path(ref.weights).expanduser().is_file():
                 raise ConfigError(f"{source}: distill teacher '{ref.name}': weights file {ref.weights} not found")
 
