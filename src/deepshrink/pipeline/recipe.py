@@ -104,11 +104,22 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", lines: dict | None = No
             first = exc.errors()[0]
             message = f"step {index + 1} '{kind}': " + _field_message(first, _submodel(options_model, first["loc"]))
             raise ConfigError(_format_error(source, lines, (*loc, kind, *first["loc"]), message)) from None
+        except ConfigError as exc:  # configs that validate themselves name the field in their message
+            field = _field_in(str(exc), options)
+            where = (*loc, kind, field) if field else (*loc, kind)
+            raise ConfigError(_format_error(source, lines, where, f"step {index + 1} '{kind}': {exc}")) from None
         parsed.append(StepEntry(kind=kind, options=typed, index=index))
     recipe.parsed_steps = parsed
     for entry in parsed:
         STEPS.get(entry.kind).check(entry.options, recipe, source=source, base_dir=base_dir)
     return recipe
+
+
+def _field_in(message: str, options: Any) -> str | None:
+    """The option named at the start of a config's own error message, if it is one of `options`."""
+    if not isinstance(options, dict):
+        return None
+    return next((key for key in options if isinstance(key, str) and f"{key}:" in message), None)
 
 
 def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:

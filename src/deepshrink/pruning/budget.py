@@ -1,10 +1,10 @@
-"""Meeting a MACs or parameter budget: bisection on the ratio, then group-by-group refinement, each
-candidate measured on a meta-device skeleton of the model (real surgery and a real forward pass,
-but no arithmetic, so a measurement costs milliseconds)."""
+"""Meeting a MACs or parameter budget: bisection on the ratio, then group-by-group refinement.
+Candidates are measured from the layers' real shapes (output sizes recorded on one forward pass
+of the model, kept counts from the plan) rather than by cutting a copy each time, so a
+measurement costs microseconds; the final model's counts are measured on the model itself."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -13,31 +13,65 @@ import torch.nn as nn
 from deepshrink.errors import BudgetError
 from deepshrink.pruning import primitives
 from deepshrink.pruning.config import Budget, Metric
-from deepshrink.pruning.measure import count_macs, count_params
-from deepshrink.pruning.plan import apply_plan
+from deepshrink.pruning.layer_ops import layer_op
+from deepshrink.pruning.measure import count_params
+from deepshrink.pruning.trace import eval_mode
 
 Removal = dict[str, list[int]]
 
 
 class BudgetMeter:
-    """The fraction of the unpruned model's MACs or parameters a plan keeps."""
+    """The fraction of the unpruned model's MACs or parameters that a plan keeps."""
 
     def __init__(self, model: nn.Module, inputs: Sequence[torch.Tensor], metric: Metric) -> None:
-        self.skeleton = copy.deepcopy(model).to("meta")
-        self.inputs = tuple(torch.empty((1, *x.shape[1:]), dtype=x.dtype, device="meta") for x in inputs)
         self.metric = metric
-        self.before = self.count(self.skeleton)
+        self.ops = {n: (m, layer_op(m)) for n, m in model.named_modules() if layer_op(m) is not None}
+        self.positions: dict[str, int] = {}  # output positions per example, summed over calls
 
-    def count(self, model: nn.Module) -> int:
-        return count_macs(model, self.inputs) if self.metric is Metric.MACS else count_params(model)
+        def hook(name: str):
+            def record(module, args, output):
+                channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+                self.positions[name] = self.positions.get(name, 0) + output.numel() // channels
+            return record
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+                   if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+        try:
+            with eval_mode(model), torch.no_grad():
+                model(*(x[:1] for x in inputs))
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.params = count_params(model)
+        self.params_of = {n: op.cost(m, {})[0] for n, (m, op) in self.ops.items()}
+        self.sizes = {n: p.numel() for n, p in model.named_parameters()}
+        self.before = self.count({})
+
+    def count(self, layers: dict) -> int:
+        if self.metric is Metric.MACS:
+            return sum(self.ops[n][1].cost(self.ops[n][0], layers.get(n, {}))[1] * positions
+                       for n, positions in self.positions.items())
+        total = self.params
+        for name, entry in layers.items():
+            if "param" in entry:  # a parameter read in forward, cut along one dim
+                size = self.sizes[name]
+                total -= size - size * len(entry["param"]) // _dim_size(entry, size)
+            elif name in self.ops:
+                module, op = self.ops[name]
+                total += op.cost(module, entry)[0] - self.params_of[name]
+        return total
 
     def fraction(self, plan: dict) -> float:
-        return self.count(apply_plan(self.skeleton, plan)) / self.before
+        return self.count(plan["layers"]) / self.before
+
+
+def _dim_size(entry: dict, numel: int) -> int:
+    return entry.get("size", numel) if False else entry["size"] if "size" in entry else numel
 
 
 def meet_budget(budget: Budget, meter: BudgetMeter, choose_at: Callable[[float], Removal],
                 plan_of: Callable[[Removal], dict], scores: dict, *, tolerance: float,
-                max_ratio: float = 0.98, steps: int = 14) -> Removal:
+                max_ratio: float = 0.98, steps: int = 20) -> Removal:
     """The removal keeping at most `budget.keep` of the metric, as close to it as group rounding
     allows: bisect the ratio to a bracket (lo above the budget, hi within it), then move groups
     from lo's removal to hi's one at a time, least important first, until within budget."""

@@ -94,6 +94,15 @@ class ConvOp(LayerOp):
     def sizes(self, m):
         return {"in": m.in_channels, "out": m.out_channels}
 
+    def cost(self, m, entry):
+        out = len(entry.get("out", range(m.out_channels)))
+        kernel = m.weight[0, 0].numel()
+        if self._grouping(m) == "whole_groups":
+            per_filter = m.weight.shape[1] * kernel
+        else:
+            per_filter = len(entry.get("in", range(m.in_channels))) // m.groups * kernel
+        return out * per_filter + (out if m.bias is not None else 0), out * per_filter
+
 
 @register_layer(nn.Linear)
 class LinearOp(LayerOp):
@@ -127,6 +136,10 @@ class LinearOp(LayerOp):
 
     def sizes(self, m):
         return {"in": m.in_features, "out": m.out_features}
+
+    def cost(self, m, entry):
+        out, inp = len(entry.get("out", range(m.out_features))), len(entry.get("in", range(m.in_features)))
+        return out * inp + (out if m.bias is not None else 0), out * inp
 
 
 class _ChannelwiseOp(LayerOp):
@@ -164,6 +177,12 @@ class _ChannelwiseOp(LayerOp):
 
     def sizes(self, m):
         return {"channels": getattr(m, self.size_attr)}
+
+    def cost(self, m, entry):
+        size = getattr(m, self.size_attr)
+        kept = len(entry.get("channels", range(size)))
+        return sum(p.numel() * kept // size if p.dim() and p.shape[0] == size else p.numel()
+                   for p in m.parameters(recurse=False)), 0
 
 
 @register_layer(batchnorm._BatchNorm, instancenorm._InstanceNorm)

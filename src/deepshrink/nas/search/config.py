@@ -94,7 +94,8 @@ class Budget(BaseModel):
         return {"metric": match["metric"], "keep": number}
 
     def describe(self) -> str:
-        return f"{self.metric.value} <= {self.keep:.4g} of the unpruned model ({1 / self.keep:.3g}x smaller)"
+        gain = "faster" if self.metric is Metric.LATENCY else "smaller"
+        return f"{self.metric.value} <= {self.keep:.4g} of the unpruned model ({1 / self.keep:.3g}x {gain})"
 
 
 class LatencyConfig(BaseModel):

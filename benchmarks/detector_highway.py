@@ -1,0 +1,204 @@
+"""Detector compression on Highway (issue 9): FCOS baseline -> pruned to 2x fewer MACs -> + KD
+from the baseline -> + int8, each scored by mAP on the Highway test split.
+
+Data: Highway Object Detection v40 (Roboflow Universe, universitas-tidar), CC BY 4.0, resized to
+320 px (`../shared/datasets/highway-det-320.tar.gz`); train on its train split, mAP per epoch on
+valid, rows scored on test (246 images, 5 classes). Rows:
+
+- `baseline`: `--model` (default fcos_resnet, width 0.5) trained from scratch for `--epochs`
+  (AdamW, cosine, 1 warm-up epoch, box-aware augmentation, EMA weights);
+- `pruned`: `deepshrink.prune` (FPGM, verified surgery through neck and shared heads) to a MACs
+  budget (`--macs-keep`, default 0.5 = 2x fewer), fine-tuned for `--finetune-epochs`;
+- `pruned+kd`: the same pruned network fine-tuned as long with neck-feature imitation and
+  class-logit KD from the baseline (`distill_detector`);
+- `pruned+kd+int8`: `deepshrink.quantize` W8A8 PTQ of `pruned+kd` with the three prediction
+  convolutions kept in float (the heads' sensitive layers), evaluated as deployed: the int8 ONNX
+  graph on ONNX Runtime, then decode + NMS.
+
+Every row: map50, map50_95 (percent, COCO evaluation via pycocotools), params, MACs at 320x320,
+`bytes` of the deployed ONNX file, ONNX Runtime latency at batch 1 without NMS (`ort_b1`, measured
+interleaved with the baseline graph) and with decode + NMS on real test images (`ort_b1_nms`),
+and the ratios to the baseline. The issue's goal: at 2x fewer MACs plus int8, lose <= 1.0 point
+mAP@0.5 and run >= 2.5x faster on ONNX Runtime.
+
+    python benchmarks/detector_highway.py --epochs 60      # the long schedule (a GPU when lent)
+    python benchmarks/detector_highway.py --quick          # smoke run: minutes on 2 CPU cores
+
+Writes docs/benchmarks/detector_highway.{json,md} (--quick: runs/benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepshrink.data import BatchLoader
+from deepshrink.detection import (
+    distill_detector,
+    evaluate_detector,
+    evaluate_onnx_detector,
+    export_detector,
+    load_detection,
+    postprocess,
+    train_detector,
+)
+from deepshrink.export import ort_session, resolve_threads
+from deepshrink.metrics import count_params, macs, time_callable
+from deepshrink.metrics.benchmark import write_benchmark
+from deepshrink.models import create_model
+from deepshrink.pruning import prune
+from deepshrink.quantization import quantize
+from deepshrink.quantization.int8_export import paired_latency_ms
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "detector_highway"
+HEAD_PREDICTIONS = ["head.cls_pred", "head.box_pred", "head.ctr_pred"]  # kept in float by int8 PTQ
+ATTRIBUTION = ("Data: Highway Object Detection v40 by universitas-tidar on Roboflow Universe "
+               "(https://universe.roboflow.com/universitas-tidar/highway-object-detection), CC BY 4.0; "
+               "resized 640 -> 320 px, 10 duplicate images removed.")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=60, help="baseline training epochs (default 60)")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the pruned rows (default epochs / 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: subsets, 1 epoch of 3 batches per row")
+    p.add_argument("--model", default="fcos_resnet", choices=["fcos_resnet", "fcos_mobilenet_v2"])
+    p.add_argument("--width-mult", type=float, default=0.5)
+    p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (fine-tuning: half)")
+    p.add_argument("--observer", default="percentile", help="PTQ activation observer")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
+    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for latency (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        data = load_detection(f"yolo:{Path(args.shared) / 'datasets' / 'highway-det-320.tar.gz'}", image_size=320)
+        if args.quick:  # seeded subsets keep the smoke run short
+            rng = np.random.default_rng(args.seed)
+            pick = lambda s, n: s.take(np.sort(rng.permutation(len(s))[:n]))  # noqa: E731
+            data = dataclasses.replace(data, train=pick(data.train, 96), val=pick(data.val, 16), test=pick(data.test, 32))
+        self.data = data
+        self.size = data.input_size
+        self.tmp = Path(tempfile.mkdtemp(prefix="detector_highway_"))
+        self.threads = resolve_threads(args.threads)
+        loader = BatchLoader(data.test, 1, train=False, mean=data.mean, std=data.std)
+        self.nms_images = [x for _, (x, _) in zip(range(8), loader)]  # real scenes: NMS cost depends on them
+        self.baseline_onnx: Path | None = None
+
+    def train_config(self, epochs: int, lr: float) -> dict:
+        quick = {"epochs": 1, "limit_batches": 3} if self.args.quick else {"epochs": epochs}
+        return {"batch_size": 8 if self.args.quick else self.args.batch_size, "optimizer": "adamw", "lr": lr,
+                "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": min(1.0, quick["epochs"]),
+                "grad_clip": 10.0, "seed": self.args.seed, "device": self.args.device,
+                "progress": sys.stdout.isatty(), **quick}
+
+    def options(self) -> dict:
+        return {"eval_limit": 16 if self.args.quick else None}
+
+    def ort_latency(self, path: Path) -> dict[str, float]:
+        """Batch-1 latency without NMS (interleaved with the baseline graph, so the ratio survives a
+        shared machine's drift) and with decode + NMS on real test images."""
+        pair = paired_latency_ms({"baseline": self.baseline_onnx, "this": path}, 1, self.size, threads=self.threads,
+                                 budget_s=1.0 if self.args.quick else 5.0)
+        session = ort_session(path, self.threads)
+        name = session.get_inputs()[0].name
+        feeds = [x.numpy() for x in self.nms_images]
+        hw = (self.size[1], self.size[2])
+
+        def run_all() -> None:
+            for x in feeds:
+                postprocess(session.run(None, {name: x})[0], hw)
+
+        with_nms = time_callable(run_all, threads=self.threads, budget_s=1.0 if self.args.quick else 5.0).median
+        return {"ort_b1": round(pair["this"], 4), "ort_b1_nms": round(with_nms / len(feeds), 4),
+                "paired_baseline_b1": round(pair["baseline"], 4)}
+
+    def row(self, name: str, model: torch.nn.Module, path: Path, result, seconds: float, **extra) -> dict:
+        print(f"{name}: mAP@0.5 {result.map50:.2f}  mAP@0.5:0.95 {result.map50_95:.2f}", file=sys.stderr, flush=True)
+        return {"name": name, "map50": round(result.map50, 3), "map50_95": round(result.map50_95, 3),
+                "params": count_params(model), "macs": macs(model, self.size)[0], "bytes": path.stat().st_size,
+                "latency_ms": self.ort_latency(path), "per_class_ap50": {k: v["ap50"] for k, v in result.per_class.items()},
+                "train_seconds": round(seconds, 1), **extra}
+
+    def float_row(self, name: str, model: torch.nn.Module, seconds: float, **extra) -> dict:
+        path = export_detector(model, self.tmp / f"{name}.onnx", self.size)
+        if self.baseline_onnx is None:
+            self.baseline_onnx = path
+        return self.row(name, model, path, evaluate_detector(model, self.data, split="test"), seconds, **extra)
+
+    def run(self) -> list[dict]:
+        args = self.args
+        ft_epochs = args.finetune_epochs or max(1, args.epochs // 3)
+        torch.manual_seed(args.seed)
+        base = create_model(args.model, num_classes=self.data.num_classes, width_mult=args.width_mult)
+        start = time.perf_counter()
+        base = train_detector(base, self.data, self.train_config(args.epochs, args.lr), options=self.options()).model
+        rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=args.epochs)]
+
+        example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
+        config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep}}
+        pruned = prune(base, example, config=config)
+        ft = self.train_config(ft_epochs, args.lr / 2)
+        start = time.perf_counter()
+        tuned = train_detector(copy.deepcopy(pruned.model), self.data, ft, options=self.options()).model
+        rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
+                                   prune_ratio=round(pruned.report["ratio"], 4)))
+        start = time.perf_counter()
+        kd = distill_detector(copy.deepcopy(pruned.model), base, self.data, ft, options=self.options()).model
+        rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
+
+        loader = BatchLoader(self.data.train, 16, train=False, mean=self.data.mean, std=self.data.std)
+        calibration = torch.cat([x for _, (x, _) in zip(range(2 if args.quick else 16), loader)])
+        q = quantize(kd, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
+                                             "keep_float": HEAD_PREDICTIONS}, onnx_path=self.tmp / "int8.onnx",
+                     input_size=self.size)
+        deployed = evaluate_onnx_detector(q.onnx_path, self.data, split="test", threads=self.threads)
+        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, 0.0, float_layers=HEAD_PREDICTIONS,
+                             fake_quant_map50=round(evaluate_detector(q.model, self.data, split="test").map50, 3)))
+        return _ratios(rows)
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    base = rows[0]
+    for row in rows:
+        row["macs_ratio"] = round(row["macs"] / base["macs"], 4)
+        row["map50_change"] = round(row["map50"] - base["map50"], 3)
+        row["speedup_ort_b1"] = round(row["latency_ms"]["paired_baseline_b1"] / row["latency_ms"]["ort_b1"], 3)
+        row["speedup_ort_b1_nms"] = round(base["latency_ms"]["ort_b1_nms"] / row["latency_ms"]["ort_b1_nms"], 3)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    rows = Bench(args).run()
+    out = args.out or str(ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks"))
+    command = "python benchmarks/detector_highway.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    budget = {"model": f"{args.model} x{args.width_mult}", "input": "3x320x320", "quick": args.quick,
+              "baseline_epochs": 1 if args.quick else args.epochs,
+              "finetune_epochs": 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3)),
+              "macs_keep": args.macs_keep, "batches_per_epoch": 3 if args.quick else "all"}
+    notes = (ATTRIBUTION + " `bytes` is the deployed ONNX file; `ort_b1` is paired with the baseline graph "
+             "(`speedup_ort_b1` uses that pairing); `ort_b1_nms` adds decode + NMS on 8 real test images.")
+    paths = write_benchmark(NAME, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
+    print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

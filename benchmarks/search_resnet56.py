@@ -1,0 +1,149 @@
+"""Per-layer pruning search on ResNet-56, CIFAR-10 JPEG copy (issue 8).
+
+The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth` (89.83 % on the test split). Rows:
+- uniform: the same ratio in every coupled group, solved for 50 % of the MACs (FPGM, round_to 8);
+- global: one FPGM ranking over all groups (per-group normalised), 50 % of the MACs;
+- search-macs: `deepshrink.nas.search` per-group ratios under 50 % of the MACs;
+- search-latency: per-group ratios under half the latency measured on ONNX Runtime (CPU, batch 1,
+  1 thread, 10th percentile of repeated runs), widths rounded to 16 (ONNX Runtime's NCHWc block
+  on AVX-512; see latency_table.py for what rounding to 8 costs the table's accuracy).
+Every row is then fine-tuned with the same budget: `--epochs` epochs of cross-entropy, SGD +
+Nesterov, cosine from lr 0.01, batch 128, weight decay 5e-4, random crop + flip. Each row records
+top-1 on the test split, params, MACs, bytes, ORT latency (median, batch 1 and 64) and the latency
+the search targets (`ort_b1_p10`), with `speedup` against the baseline; search rows add the proxy
+score, the candidates evaluated, the search time and the table's prediction error.
+
+    python benchmarks/search_resnet56.py --epochs 3        # what the lead runs (hours on 2 CPU cores)
+    python benchmarks/search_resnet56.py --quick           # smoke run: minutes
+
+Writes docs/benchmarks/search_resnet56.{json,md} (--quick: runs/benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from deepshrink.data import load_data, subset
+from deepshrink.metrics import evaluate, profile
+from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.models import create_model, load_weights
+from deepshrink.nas.search import LatencyConfig, SearchConfig, measure_model, search
+from deepshrink.pruning import PruneConfig, prune
+from deepshrink.training import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "search_resnet56"
+ROWS = ("uniform", "global", "search-macs", "search-latency")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every row (default 3)")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny search, 1 epoch of 3 batches, 500 test images")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
+    p.add_argument("--macs", type=float, default=0.5, help="kept fraction of the MACs (default 0.5)")
+    p.add_argument("--speedup", type=float, default=2.0, help="latency target as a speed-up (default 2x)")
+    p.add_argument("--generations", type=int, default=10)
+    p.add_argument("--population", type=int, default=16)
+    p.add_argument("--latency-round-to", type=int, default=16, help="width multiple of the latency search")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for every latency (default 1)")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
+    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    p.add_argument("--work", default=None, help="search states, resumed when present (default runs/search_resnet56)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _rows(text: str) -> list[str]:
+    rows = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    shared = Path(args.shared)
+    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
+    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+    baseline = create_model("resnet56", num_classes=data.num_classes, input_size=data.input_size,
+                            mean=data.mean, std=data.std)
+    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet56.pth").eval()
+    example = (torch.randn(2, *data.input_size),)
+    work = Path(args.work) if args.work else ROOT / "runs" / (NAME + ("-quick" if args.quick else ""))
+    latency = LatencyConfig(threads=args.threads, **({"entry_seconds": 0.02, "model_seconds": 0.2,
+                                                      "calibration_models": 3, "verify_top": 2} if args.quick else {}))
+    finetune = TrainConfig(epochs=1 if args.quick else args.epochs, lr=args.lr, nesterov=True, weight_decay=5e-4,
+                           limit_batches=3 if args.quick else None, seed=args.seed, progress=sys.stdout.isatty())
+    search_options = {
+        "population": 4 if args.quick else args.population, "generations": 1 if args.quick else args.generations,
+        "seed": args.seed, "latency": latency, "progress": sys.stdout.isatty(),
+        "proxy": {"batch_size": 128, "calibration_batches": 1 if args.quick else 4,
+                  "val_batches": 1 if args.quick else 8},
+    }
+
+    def top1(model: torch.nn.Module) -> float:
+        return evaluate(model, scored, split="test")["top1"]
+
+    def search_latency_ms(model: torch.nn.Module) -> float:
+        return round(measure_model(model, data.input_size, latency), 4)
+
+    def measured_row(name: str, model: torch.nn.Module, **extra) -> dict:
+        measured = profile(model, batch_sizes=(1, 64), runtimes=("ort",), threads=args.threads)
+        measured.latency_ms["ort_b1_p10"] = search_latency_ms(model)
+        return row_from_profile(name, measured, top1=top1(model), **extra)
+
+    records = [measured_row("baseline", baseline)]
+    base_ms = records[0]["latency_ms"]["ort_b1_p10"]
+    print(f"{'baseline':>14}: top-1 {records[0]['top1']:.2f} %, {records[0]['macs']:,} MACs, {base_ms} ms", flush=True)
+    for name in _rows(args.rows):
+        start = time.perf_counter()
+        extra: dict = {}
+        if name in ("uniform", "global"):
+            result = prune(baseline, example, config=PruneConfig(policy=name, budget={"metric": "macs", "keep": args.macs}))
+            model, extra["ratio"] = result.model, round(result.report["ratio"], 4)
+        else:
+            target = f"macs:{args.macs}" if name == "search-macs" else f"latency:{args.speedup}x"
+            round_to = 8 if name == "search-macs" else args.latency_round_to
+            found = search(baseline, data, SearchConfig(budget=target, round_to=round_to, **search_options),
+                           out_dir=work / name)
+            model = found.model
+            extra.update(target=target, round_to=round_to, plan=found.plan, proxy_top1=found.chosen["top1"],
+                         candidates=len(found.candidates), search_minutes=round((time.perf_counter() - start) / 60, 2))
+            if found.latency is not None:
+                extra.update(target_ms=found.latency["target_ms"], search_baseline_ms=found.latency["baseline_ms"],
+                             table_fit_error=found.latency["fit_error"], table_check_error=found.latency["check_error"],
+                             measured_in_search_ms=found.chosen["latency_measured"])
+        before = top1(model)
+        model = train(model, data, finetune).model.to("cpu").eval()
+        record = measured_row(name, model, top1_pruned=before, **extra)
+        record["macs_ratio"] = round(record["macs"] / records[0]["macs"], 4)
+        record["speedup"] = round(base_ms / record["latency_ms"]["ort_b1_p10"], 3)
+        record["minutes"] = round((time.perf_counter() - start) / 60, 2)
+        records.append(record)
+        print(f"{name:>14}: top-1 {before:.2f} % -> {record['top1']:.2f} % after fine-tuning, MACs x{record['macs_ratio']}, "
+              f"{record['latency_ms']['ort_b1_p10']} ms ({record['speedup']}x), {record['minutes']} min", flush=True)
+
+    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
+    budget = {"finetune": finetune.model_dump(mode="json"), "macs_keep": args.macs, "speedup": args.speedup,
+              "search": {k: v for k, v in search_options.items() if k != "latency"} | {"latency": latency.model_dump(mode="json")},
+              "test_images": len(scored.test)}
+    command = "python benchmarks/search_resnet56.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    notes = ("top1_pruned: test top-1 right after pruning (searched rows: BatchNorm recalibrated), before fine-tuning. "
+             "latency_ms.ort_b1_p10: what the latency search targets (batch 1, 10th percentile of repeated runs); "
+             "speedup: baseline ort_b1_p10 / row ort_b1_p10. ort_b1/ort_b64: medians (noisy on a shared machine).")
+    paths = write_benchmark(NAME, records, command=command.strip(), budget=budget, out_dir=out, notes=notes)
+    print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
