@@ -144,12 +144,13 @@ class Bench:
 
     def run(self) -> list[dict]:
         args = self.args
-        ft_epochs = args.finetune_epochs or max(1, args.epochs // 3)
+        epochs = 1 if args.quick else args.epochs
+        ft_epochs = 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3))
         torch.manual_seed(args.seed)
         base = create_model(args.model, num_classes=self.data.num_classes, width_mult=args.width_mult)
         start = time.perf_counter()
         base = train_detector(base, self.data, self.train_config(args.epochs, args.lr), options=self.options()).model
-        rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=args.epochs)]
+        rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=epochs)]
 
         example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
         config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep}}

@@ -85,14 +85,18 @@ def test_polygon_lines_become_their_bounding_box(yolo_dir: Path, cache: Path) ->
     assert labels.tolist() == [2]
 
 
+def _label(text: str):
+    return lambda root: (root / "train/labels/img001.txt").write_text(text)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda r: (r / "train/labels/img001.txt").write_text("0 0.5 1.2 0.1 0.1\n"), r"img001.txt:1: value 1.2 is outside \[0, 1\]"),
-        (lambda r: (r / "train/labels/img001.txt").write_text("3 0.5 0.5 0.1 0.1\n"), r"img001.txt:1: class id 3 is outside the class list \(0..2\)"),
+        (_label("0 0.5 1.2 0.1 0.1\n"), r"img001.txt:1: value 1.2 is outside \[0, 1\]"),
+        (_label("3 0.5 0.5 0.1 0.1\n"), r"img001.txt:1: class id 3 is outside the class list \(0..2\)"),
+        (_label("0 0.5 0.5\n"), r"img001.txt:1: expected 5 values"),
         (lambda r: (r / "train/labels/img002.txt").unlink(), r"img002.png: image has no label file"),
         (lambda r: (r / "test/images/img200.png").unlink(), r"img200.txt: label file has no matching image"),
-        (lambda r: (r / "train/labels/img001.txt").write_text("0 0.5 0.5\n"), r"img001.txt:1: expected 5 values"),
         (lambda r: (r / "data.yaml").write_text("nc: 3\n"), r"data.yaml: needs `names`"),
     ],
 )
@@ -145,13 +149,14 @@ def test_coco_unknown_category_missing_image_and_skips(coco_dir: Path, cache: Pa
     data["annotations"][1]["iscrowd"] = 1
     path.write_text(json.dumps(data))
     bundle = load_detection(f"coco:{coco_dir}", image_size=64, cache_dir=cache)
+    shown = ", ".join(f"{v:g}" for v in data["annotations"][0]["bbox"])
     assert [s.split(": ", 1)[1] for s in bundle.skipped] == [
-        "skipped a degenerate box (" + ", ".join(f"{v:g}" for v in data["annotations"][0]["bbox"]) + "): zero or negative width or height",
+        f"skipped a degenerate box ({shown}): zero or negative width or height",
         "skipped a crowd annotation",
     ]
     data["annotations"][2]["category_id"] = 9
     path.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"_annotations.coco.json \(annotation 3\): category_id 9 is outside the class list"):
+    with pytest.raises(DataError, match=r"coco.json \(annotation 3\): category_id 9 is outside the class list"):
         load_detection(f"coco:{coco_dir}", image_size=64, cache_dir=cache)
     (coco_dir / "test/img201.png").unlink()
     with pytest.raises(DataError, match=r"test/img201.png: image not found"):

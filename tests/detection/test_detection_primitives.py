@@ -55,7 +55,9 @@ def test_nms_matches_brute_force_and_classes_stay_apart() -> None:
     xy = torch.rand(60, 2, generator=generator) * 50
     boxes = torch.cat([xy, xy + 10 + torch.rand(60, 2, generator=generator) * 20], dim=1)
     scores = torch.rand(60, generator=generator)
-    assert nms(boxes, scores, 0.5).tolist() == _reference_nms(boxes, scores, 0.5)
+    full = nms(boxes, scores, 0.5).tolist()
+    assert full == _reference_nms(boxes, scores, 0.5)
+    assert nms(boxes, scores, 0.5, max_keep=5).tolist() == full[:5]  # stopping early keeps the same prefix
     twin = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10]])
     assert nms(twin, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]
     assert batched_nms(twin, torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]

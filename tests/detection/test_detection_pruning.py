@@ -15,7 +15,7 @@ from deepshrink.pruning import prune
 
 @pytest.mark.parametrize("backbone", ["resnet", "mobilenet_v2"])
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
-def test_verified_pruning_of_neck_and_shared_heads(backbone: str, ratio: float, tiny_detector, tmp_path) -> None:
+def test_verified_pruning_of_neck_and_shared_heads(backbone: str, ratio: float, tmp_path) -> None:
     import deepshrink.detection.models  # noqa: F401  (registers the detectors for `load`)
     from deepshrink.models import create_model
 

@@ -76,7 +76,8 @@ def train_command(model_name, weights, data_spec, image_size, width_mult, depth_
                   optimizer, warmup_epochs, seed, limit_batches, out, resume) -> None:
     """Train a detector (FCOS losses, box-aware augmentation, EMA weights, val mAP per epoch).
 
-    Example: deepshrink detect train --model fcos_mobilenet_v2 --data yolo:../shared/datasets/highway-det-320.tar.gz --epochs 30 --out runs/det
+    Example: deepshrink detect train --model fcos_mobilenet_v2
+    --data yolo:../shared/datasets/highway-det-320.tar.gz --epochs 30 --out runs/det
     """
     from deepshrink.detection import evaluate_detector, train_detector
     from deepshrink.fileio import write_json
@@ -134,7 +135,8 @@ def profile_command(model_name, weights, input_size, batch_sizes, runtimes, json
     result = profile_detector(model, size, batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
                               runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()))
     payload = result.to_dict()
-    print_kv_table(f"profile of {model_name}", {k: v for k, v in payload.items() if k not in ("macs_per_layer", "latency_p90_ms")})
+    shown = {k: v for k, v in payload.items() if k not in ("macs_per_layer", "latency_p90_ms")}
+    print_kv_table(f"profile of {model_name}", shown)
     write_json_file(json_path, payload)
 
 

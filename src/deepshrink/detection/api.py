@@ -32,7 +32,9 @@ def pad_fill(mean: Sequence[float], std: Sequence[float]) -> tuple[float, ...]:
     return tuple((PAD_VALUE / 255.0 - m) / s for m, s in zip(mean, std))
 
 
-def detection_objective(model: nn.Module, data: DetectionBundle, options: DetectTrainOptions, seed: int) -> DetectionObjective:
+def detection_objective(
+    model: nn.Module, data: DetectionBundle, options: DetectTrainOptions, seed: int
+) -> DetectionObjective:
     num_classes = getattr(model, "num_classes", data.num_classes)
     if num_classes != data.num_classes:
         raise ConfigError(f"model predicts {num_classes} classes, the data '{data.name}' has {data.num_classes}")

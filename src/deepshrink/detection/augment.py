@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from deepshrink.detection.config import AugmentConfig
 from deepshrink.detection.primitives import box_area
+from deepshrink.errors import ConfigError
 
 
 def _fill(images: torch.Tensor, fill: Sequence[float] | float) -> torch.Tensor:
@@ -80,7 +81,7 @@ def mosaic(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, t
     so a box's corners halve exactly); targets grow to [B, 4M, 5]."""
     b, _, h, w = images.shape
     if h % 2 or w % 2:
-        raise ValueError(f"mosaic needs even image sides, got {h}x{w}")
+        raise ConfigError(f"mosaic needs even image sides, got {h}x{w}")
     half = F.avg_pool2d(images, 2)
     tiles = [torch.roll(half, -k, dims=0) for k in range(4)]
     out = torch.cat([torch.cat(tiles[:2], dim=3), torch.cat(tiles[2:], dim=3)], dim=2)
@@ -99,7 +100,9 @@ class BatchAugment:
         self.config = AugmentConfig.coerce(config)
         self.fill = fill
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, (b, _, h, w) = self.config, images.shape
         if cfg.mosaic > 0:
             chosen = (torch.rand(b, generator=generator) < cfg.mosaic).to(images.device)

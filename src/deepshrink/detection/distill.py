@@ -69,16 +69,18 @@ class DetectionDistillObjective(nn.Module):
             t_raw = teacher(images)
             t_feats = self.teacher_hooks.pop()
         loss = self.base.task_loss(raw, images, targets)
-        imitation = sum(
-            (self.adapters[tap.replace(".", "_")](s_feats[tap]) - t_feats[tap]).pow(2).sum() / t_feats[tap].pow(2).sum().clamp_min(1e-6)
-            for tap in self.taps
-        )
+        imitation = sum(self._imitation(tap, s_feats[tap], t_feats[tap]) for tap in self.taps)
         t_prob = (t_raw[..., 5:].float() / self.temperature).sigmoid()
         weight = t_prob.amax(-1, keepdim=True)
         bce = F.binary_cross_entropy_with_logits(raw[..., 5:].float() / self.temperature, t_prob, reduction="none")
         kd = (bce * weight).sum() / (weight.sum() * t_prob.shape[-1]).clamp_min(1e-6)
         self.last_terms = {**self.base.last_terms, "imitation": imitation.detach(), "kd": kd.detach()}
         return loss + self.feature_weight * imitation + self.logit_weight * kd, None
+
+    def _imitation(self, tap: str, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """||A(F_s) - F_t||^2 / ||F_t||^2 for one level."""
+        error = (self.adapters[tap.replace(".", "_")](student) - teacher).pow(2).sum()
+        return error / teacher.pow(2).sum().clamp_min(1e-6)
 
     def close(self) -> None:
         self.student_hooks.remove()

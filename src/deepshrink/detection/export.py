@@ -73,7 +73,8 @@ def profile_detector(
             if kind == "eager":
                 with eval_mode(model), torch.inference_mode():
                     for b, x in inputs.items():
-                        result.latency_ms[f"eager_b{b}_nms"] = round(_time_with_nms(model, x, hw, cfg, strides, n_threads), 4)
+                        timed = _time_with_nms(model, x, hw, cfg, strides, n_threads)
+                        result.latency_ms[f"eager_b{b}_nms"] = round(timed, 4)
             elif kind == "ort":
                 session = ort_session(export_detector(model, Path(tmp) / "detector.onnx", size), n_threads)
                 name = session.get_inputs()[0].name

@@ -37,7 +37,9 @@ class FCOS(nn.Module):
         c3, c4, c5 = self.backbone(x)
         return self.head(self.neck(c3, c4, c5))
 
-    def anchor_points(self, height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def anchor_points(
+        self, height: int, width: int, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return anchor_points(height, width, self.strides, device)
 
 
@@ -83,7 +85,8 @@ _COMMON = dict(input_size=INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD, num_
 
 
 @MODELS.register("fcos_resnet", params=3_239_917, **_COMMON,
-                 description="FCOS detector: zoo BasicBlock ResNet backbone (ResNet-18 layout, half width), PAN, shared head")
+                 description="FCOS detector: zoo BasicBlock ResNet backbone (ResNet-18 layout, half width), "
+                             "PAN neck, shared head")
 def fcos_resnet(num_classes: int = HIGHWAY_CLASSES, **kwargs) -> FCOS:
     return build_fcos(Backbone.RESNET, num_classes, **kwargs)
 

@@ -25,7 +25,8 @@ class PAN(nn.Module):
     def __init__(self, in_channels: tuple[int, int, int], width: int) -> None:
         super().__init__()
         c3, c4, c5 = in_channels
-        self.lateral3, self.lateral4, self.lateral5 = ConvBNAct(c3, width, 1), ConvBNAct(c4, width, 1), ConvBNAct(c5, width, 1)
+        self.lateral3, self.lateral4 = ConvBNAct(c3, width, 1), ConvBNAct(c4, width, 1)
+        self.lateral5 = ConvBNAct(c5, width, 1)
         self.smooth4, self.smooth3 = ConvBNAct(width, width, 3), ConvBNAct(width, width, 3)
         self.down3, self.down4 = ConvBNAct(width, width, 3, 2), ConvBNAct(width, width, 3, 2)
         self.fuse4, self.fuse5 = ConvBNAct(2 * width, width, 3), ConvBNAct(2 * width, width, 3)

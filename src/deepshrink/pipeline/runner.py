@@ -73,6 +73,7 @@ def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, s
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "recipe.resolved.json", recipe.resolved())
     data = load_data(recipe.data, seed=recipe.seed)
+    torch.manual_seed(recipe.seed)  # a model trained from scratch starts from the same weights every run
     model = resolve_model(recipe.model.name, weights=recipe.model.weights, num_classes=data.num_classes,
                           input_size=data.input_size, mean=data.mean, std=data.std)
     ctx = RunContext(recipe=recipe, out_dir=out_dir, data=data, baseline=model, smoke=smoke)

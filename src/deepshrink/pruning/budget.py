@@ -44,7 +44,7 @@ class BudgetMeter:
                 handle.remove()
         self.params = count_params(model)
         self.params_of = {n: op.cost(m, {})[0] for n, (m, op) in self.ops.items()}
-        self.sizes = {n: p.numel() for n, p in model.named_parameters()}
+        self.shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
         self.before = self.count({})
 
     def count(self, layers: dict) -> int:
@@ -53,9 +53,11 @@ class BudgetMeter:
                        for n, positions in self.positions.items())
         total = self.params
         for name, entry in layers.items():
-            if "param" in entry:  # a parameter read in forward, cut along one dim
-                size = self.sizes[name]
-                total -= size - size * len(entry["param"]) // _dim_size(entry, size)
+            if "param" in entry:  # a tensor read in forward, cut along one dim (buffers do not count)
+                shape = self.shapes.get(name)
+                if shape is not None:
+                    numel = int(torch.tensor(shape).prod())
+                    total -= numel - numel // shape[entry["dim"]] * len(entry["param"])
             elif name in self.ops:
                 module, op = self.ops[name]
                 total += op.cost(module, entry)[0] - self.params_of[name]
@@ -63,10 +65,6 @@ class BudgetMeter:
 
     def fraction(self, plan: dict) -> float:
         return self.count(plan["layers"]) / self.before
-
-
-def _dim_size(entry: dict, numel: int) -> int:
-    return entry.get("size", numel) if False else entry["size"] if "size" in entry else numel
 
 
 def meet_budget(budget: Budget, meter: BudgetMeter, choose_at: Callable[[float], Removal],

@@ -1,0 +1,107 @@
+"""Running recipes: every step on digits, the report files, resume after completed steps, and a
+kill -9 during a step followed by a re-run that reproduces the uninterrupted run's report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepshrink.pipeline import compress
+
+TRAIN = "{epochs: 2, batch_size: 64, optimizer: adamw, lr: 0.01, limit_batches: 6, augment: false}"
+RECIPE = f"""\
+name: tiny
+model: {{name: digits_cnn, weights: null}}
+data: digits
+seed: 0
+steps:
+  - train: {TRAIN}
+  - prune: {{criterion: fpgm, ratio: 0.5, round_to: 4, protect_ends: false, finetune: {TRAIN}}}
+  - distill: {{teachers: [{{name: "step:1"}}], weights: {{alpha: 0.3, beta: 0.7}}, train: {TRAIN}}}
+  - quantize: {{method: ptq, bits: 8, calibration_size: 128}}
+  - export: {{}}
+"""
+COMPARED = ("name", "top1", "params", "macs", "bytes")
+
+
+def stable(report: dict) -> list[dict]:
+    """What must match between runs (latency is measured, so it varies)."""
+    return [{k: stage[k] for k in COMPARED} for stage in report["stages"]]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("reference")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    return recipe, compress(recipe, out=root / "run")
+
+
+def test_every_step_runs_and_writes_the_report(reference: tuple[Path, dict]) -> None:
+    recipe, report = reference
+    run = recipe.parent / "run"
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["baseline", "1-train", "2-prune", "3-distill", "4-quantize"]
+    trained, pruned, final = report["stages"][1], report["stages"][2], report["stages"][-1]
+    assert pruned["params"] < 0.45 * trained["params"] and pruned["macs"] < 0.45 * trained["macs"]
+    assert final["bytes"] < pruned["bytes"] / 2  # int8 ONNX file against the FP32 weights
+    assert final["top1"] > 25 and abs(final["top1"] - final["top1_fake_quant"]) <= 2.0
+    for name in ("report.json", "report.md", "report.html", "recipe.resolved.json", "final/model.fp32.onnx",
+                 "final/model.int8.onnx", "final/model/model.safetensors", "final/model/model.json",
+                 "plot_size.png", "plot_macs_per_layer.png", "plot_channels.png", "plot_training.png"):
+        assert (run / name).is_file(), name
+    assert "| 2-prune |" in (run / "report.md").read_text()
+
+
+def test_final_model_reloads_from_its_plan(reference: tuple[Path, dict]) -> None:
+    from deepshrink.models import load
+
+    recipe, report = reference
+    model = load(recipe.parent / "run" / "final" / "model")
+    assert sum(p.numel() for p in model.parameters()) == report["stages"][-1]["params"]
+
+
+def test_rerun_resumes_after_completed_steps(reference: tuple[Path, dict]) -> None:
+    recipe, report = reference
+    started = time.perf_counter()
+    again = compress(recipe, out=recipe.parent / "run")
+    assert stable(again) == stable(report)
+    assert [s["seconds"] for s in again["steps"]] == [s["seconds"] for s in report["steps"]]  # nothing re-ran
+    assert time.perf_counter() - started < 60
+
+
+def test_from_step_reruns_that_step_and_later(reference: tuple[Path, dict]) -> None:
+    recipe, report = reference
+    rerun = compress(recipe, out=recipe.parent / "run", from_step="quantize")
+    assert [s["seconds"] for s in rerun["steps"][:3]] == [s["seconds"] for s in report["steps"][:3]]
+    assert stable(rerun) == stable(report)
+
+
+def test_kill_during_a_step_then_rerun_matches_uninterrupted(reference: tuple[Path, dict], tmp_path: Path) -> None:
+    recipe, report = reference
+    out = tmp_path / "killed"
+    # One thread, as in this test process, so float sums (and so calibration) match bit for bit.
+    launcher = "import sys, torch; torch.set_num_threads(1); from deepshrink.cli.main import main; sys.exit(main())"
+    command = [sys.executable, "-c", launcher, "compress", str(recipe), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill -9 once the prune step's fine-tuning has written its first epoch checkpoint.
+    checkpoint = out / "steps" / "02-prune" / "train-0" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert [s["kind"] for s in state["steps"]] == ["train"]
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = json.loads((out / "report.json").read_text())
+    assert stable(final) == stable(report)
