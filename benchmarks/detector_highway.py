@@ -129,18 +129,19 @@ class Bench:
         return {"ort_b1": round(pair["this"], 4), "ort_b1_nms": round(with_nms / len(feeds), 4),
                 "paired_baseline_b1": round(pair["baseline"], 4)}
 
-    def row(self, name: str, model: torch.nn.Module, path: Path, result, seconds: float, **extra) -> dict:
+    def row(self, name: str, model: torch.nn.Module, path: Path, result, **extra) -> dict:
         print(f"{name}: mAP@0.5 {result.map50:.2f}  mAP@0.5:0.95 {result.map50_95:.2f}", file=sys.stderr, flush=True)
         return {"name": name, "map50": round(result.map50, 3), "map50_95": round(result.map50_95, 3),
                 "params": count_params(model), "macs": macs(model, self.size)[0], "bytes": path.stat().st_size,
                 "latency_ms": self.ort_latency(path), "per_class_ap50": {k: v["ap50"] for k, v in result.per_class.items()},
-                "train_seconds": round(seconds, 1), **extra}
+                **extra}
 
     def float_row(self, name: str, model: torch.nn.Module, seconds: float, **extra) -> dict:
         path = export_detector(model, self.tmp / f"{name}.onnx", self.size)
         if self.baseline_onnx is None:
             self.baseline_onnx = path
-        return self.row(name, model, path, evaluate_detector(model, self.data, split="test"), seconds, **extra)
+        result = evaluate_detector(model, self.data, split="test")
+        return self.row(name, model, path, result, train_seconds=round(seconds, 1), **extra)
 
     def run(self) -> list[dict]:
         args = self.args
@@ -170,7 +171,7 @@ class Bench:
                                              "keep_float": HEAD_PREDICTIONS}, onnx_path=self.tmp / "int8.onnx",
                      input_size=self.size)
         deployed = evaluate_onnx_detector(q.onnx_path, self.data, split="test", threads=self.threads)
-        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, 0.0, float_layers=HEAD_PREDICTIONS,
+        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=HEAD_PREDICTIONS,
                              fake_quant_map50=round(evaluate_detector(q.model, self.data, split="test").map50, 3)))
         return _ratios(rows)
 

@@ -105,3 +105,22 @@ def test_kill_during_a_step_then_rerun_matches_uninterrupted(reference: tuple[Pa
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = json.loads((out / "report.json").read_text())
     assert stable(final) == stable(report)
+
+
+def test_decompose_search_and_evaluate_steps_run_in_smoke_mode(tmp_path: Path) -> None:
+    recipe = tmp_path / "more.yaml"
+    recipe.write_text(f"""\
+model: {{name: digits_cnn}}
+data: digits
+steps:
+  - train: {TRAIN}
+  - decompose: {{method: tucker, ratio: 1.5, exclude: [], finetune: {TRAIN}}}
+  - search: {{budget: {{metric: macs, keep: 0.7}}, protect_ends: false, round_to: 4}}
+  - evaluate: {{split: val}}
+""")
+    report = compress(recipe, out=tmp_path / "run", smoke=True)
+    assert report["smoke"] is True
+    trained, decomposed, searched = (report["stages"][i] for i in (1, 2, 3))
+    assert decomposed["params"] < trained["params"]
+    assert searched["macs"] <= 0.7 * decomposed["macs"] * 1.02
+    assert "val" in report["steps"][3]["evaluate"]

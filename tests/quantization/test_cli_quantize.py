@@ -67,3 +67,5 @@ def test_cli_bad_options_fail_with_one_line(tmp_path, capsys):
     assert "bits: Input should be less than or equal to 8, got 9" in capsys.readouterr().err
     assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--keep-float", "head", "--out", str(tmp_path / "k")]) == 2
     assert "keep_float: 'head' matches no layer; layers: block1.conv, block2.conv, classifier" in capsys.readouterr().err
+    assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--first-last-bits", "eight", "--out", str(tmp_path)]) == 2
+    assert "--first-last-bits 'eight': expected an integer from 1 to 8, or 'none'" in capsys.readouterr().err

@@ -48,6 +48,16 @@ def test_quantizers_sit_on_layer_inputs_adds_and_outputs():
     assert all(not q.signed for q in act_quantizers(quantized).values())  # uint8 everywhere
 
 
+def test_per_tensor_weights_are_an_option_and_worse_at_low_bits(trained, bundle):
+    x, _ = normalized(bundle.test)
+    options = {"bits": 4, "first_last_bits": None}
+    per_channel = deepshrink.quantize(trained, x[:64], config=options)
+    per_tensor = deepshrink.quantize(trained, x[:64], config={**options, "advanced": {"per_channel": False}})
+    assert per_tensor.model.conv2.weight_quant.scale.shape == ()
+    assert per_channel.model.conv2.weight_quant.scale.shape == (16,)
+    assert per_channel.report["logits_sqnr_db"] > per_tensor.report["logits_sqnr_db"]
+
+
 def test_first_and_last_layers_keep_their_precision(trained, bundle):
     x, _ = normalized(bundle.test)
     report = deepshrink.quantize(trained, x[:32], bits=4).report

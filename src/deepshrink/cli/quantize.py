@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from deepshrink.cli.common import data_option, model_options, print_kv_table
+from deepshrink.errors import ConfigError
 
 _OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
 _WEIGHTS = ["minmax", "mse", "lsq", "dorefa", "bwn", "twn"]
@@ -15,7 +16,12 @@ _ACTS = ["observer", "lsq", "pact", "binary"]
 
 
 def _bits_or_none(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--first-last-bits '{text}': expected an integer from 1 to 8, or 'none'") from None
 
 
 @click.command("quantize")

@@ -111,7 +111,12 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", lines: dict | None = No
         parsed.append(StepEntry(kind=kind, options=typed, index=index))
     recipe.parsed_steps = parsed
     for entry in parsed:
-        STEPS.get(entry.kind).check(entry.options, recipe, source=source, base_dir=base_dir)
+        try:
+            STEPS.get(entry.kind).check(entry.options, recipe, source=source, base_dir=base_dir)
+        except ConfigError as exc:
+            message = str(exc) if str(exc).startswith(source) else _format_error(
+                source, lines, ("steps", entry.index), f"step {entry.index + 1} '{entry.kind}': {exc}")
+            raise ConfigError(message) from None
     return recipe
 
 
