@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         extra: dict = {}
         if name in ("uniform", "global"):
-            result = prune(baseline, example, config=PruneConfig(policy=name, budget={"metric": "macs", "keep": args.macs}))
+            config = PruneConfig(policy=name, budget={"metric": "macs", "keep": args.macs})
+            result = prune(baseline, example, config=config)
             model, extra["ratio"] = result.model, round(result.report["ratio"], 4)
         else:
             target = f"macs:{args.macs}" if name == "search-macs" else f"latency:{args.speedup}x"
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             model = found.model
             extra.update(target=target, round_to=round_to, plan=found.plan, proxy_top1=found.chosen["top1"],
+                         meets_target_in_search=found.chosen["meets_target"],
                          candidates=len(found.candidates), search_minutes=round((time.perf_counter() - start) / 60, 2))
             if found.latency is not None:
                 extra.update(target_ms=found.latency["target_ms"], search_baseline_ms=found.latency["baseline_ms"],
@@ -140,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         record["speedup"] = round(base_ms / record["latency_ms"]["ort_b1_p10"], 3)
         record["minutes"] = round((time.perf_counter() - start) / 60, 2)
         records.append(record)
-        print(f"{name:>14}: top-1 {before:.2f} % -> {record['top1']:.2f} % after fine-tuning, MACs x{record['macs_ratio']}, "
+        print(f"{name:>14}: top-1 {before:.2f} % -> {record['top1']:.2f} % after fine-tuning, "
+              f"MACs x{record['macs_ratio']}, "
               f"{record['latency_ms']['ort_b1_p10']} ms ({record['speedup']}x), {record['minutes']} min", flush=True)
 
     out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"finetune": finetune.model_dump(mode="json"), "macs_keep": args.macs, "speedup": args.speedup,
-              "search": {k: v for k, v in search_options.items() if k != "latency"} | {"latency": latency.model_dump(mode="json")},
+              "search": {k: v for k, v in search_options.items() if k != "latency"}
+              | {"latency": latency.model_dump(mode="json")},
               "test_images": len(scored.test)}
     command = "python benchmarks/search_resnet56.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     notes = ("top1_pruned: test top-1 right after pruning (searched rows: BatchNorm recalibrated), before fine-tuning. "

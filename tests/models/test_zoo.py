@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from deepshrink.models import MODELS, create_model, list_models, load, save_model
 
-NAMES = list_models()
+NAMES = [n for n in list_models() if MODELS.meta(n).get("task", "classification") == "classification"]
 
 
 def example(name: str, batch: int) -> torch.Tensor:

@@ -120,7 +120,8 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(model, data, r
 
 def test_resume_refuses_a_state_from_other_options(model, data, tmp_path) -> None:
     search(model, data, dict(CONFIG, generations=0), out_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"search_state.json: written by a search with different options \(config.round_to, model.genes\)"):
+    differing = r"search_state.json: written by a search with different options \(config.round_to, model.genes\)"
+    with pytest.raises(ConfigError, match=differing):
         search(model, data, dict(CONFIG, generations=0, round_to=8), out_dir=tmp_path)
 
 
@@ -155,7 +156,8 @@ def test_unreachable_budget_says_what_is_reachable(model, data) -> None:
         search(model, data, dict(CONFIG, budget="macs:0.05"))
     message = str(info.value)
     assert "no candidate meets the budget macs <= 0.05" in message
-    assert f"the smallest MACs any candidate reaches is {smallest['after']:,.4g} ({fraction:.3f} of the unpruned" in message
+    reached = f"the smallest MACs any candidate reaches is {smallest['after']:,.4g} ({fraction:.3f} of the unpruned"
+    assert reached in message
     assert f"Ask for keep >= {fraction:.3f}" in message
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "deepshrink.cli.decompose",
     "deepshrink.cli.search",
     "deepshrink.cli.compress",
+    "deepshrink.cli.detect",
 )
 
 

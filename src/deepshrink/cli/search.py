@@ -32,7 +32,8 @@ def _config(options: dict[str, Any]):
                                       ("threads", options["threads"])) if v is not None})
     finetune = None
     if options["finetune_epochs"]:
-        finetune = {"epochs": options["finetune_epochs"], "lr": options["lr"], "limit_batches": options["limit_batches"]}
+        finetune = {"epochs": options["finetune_epochs"], "lr": options["lr"],
+                    "limit_batches": options["limit_batches"]}
     overrides = {
         "budget": options["target"], "generations": options["generations"], "population": options["population"],
         "seed": options["seed"], "round_to": options["round_to"], "latency": latency or None,
@@ -55,12 +56,14 @@ def _ratios(text: str | None) -> tuple[float, ...] | None:
 @click.command("search")
 @model_options
 @data_option()
-@click.option("--target", default=None, help="Budget: macs:0.5 | params:0.5 | bytes:0.5 | latency:2x (default macs:0.5).")
+@click.option("--target", default=None,
+              help="Budget: macs:0.5 | params:0.5 | bytes:0.5 | latency:2x (default macs:0.5).")
 @click.option("--generations", type=int, default=None, help="Generations after the initial population (default 10).")
 @click.option("--population", type=int, default=None, help="Candidates per generation (default 16).")
 @click.option("--ratios", default=None, help="Pruning ratios a group may take (default 0,0.1,...,0.8).")
 @click.option("--round-to", type=int, default=None, help="Kept channels rounded to this multiple (default 8).")
-@click.option("--runtime", default=None, help="Latency runtime: ort (CPU, default), ort-cuda, ort-tensorrt, ort-openvino.")
+@click.option("--runtime", default=None,
+              help="Latency runtime: ort (CPU, default), ort-cuda, ort-tensorrt, ort-openvino.")
 @click.option("--latency-batch", type=int, default=None, help="Batch size latency is measured at (default 1).")
 @click.option("--threads", type=int, default=None, help="Runtime threads for latency (default 1).")
 @click.option("--no-protect-ends", is_flag=True, help="Also search the first convolution and the classifier's input.")
@@ -114,7 +117,8 @@ def search_command(model_name, weights, data_spec, fresh, out, **options) -> Non
     if result.latency is not None:
         rows["latency (ms)"] = (f"{result.latency['baseline_ms']:.3f} -> {result.chosen['latency_measured']:.3f} "
                                 f"(target {result.latency['target_ms']:.3f})")
-        rows["table error"] = f"{100 * result.latency['check_error']['mean']:.1f} % on {result.latency['check_error']['n']} checks"
+        error = result.latency["check_error"]
+        rows["table error"] = f"{100 * error['mean']:.1f} % mean, {100 * error['max']:.1f} % max on {error['n']} checks"
     print_kv_table("search", rows)
     console.print(f"wrote {out_dir}")
 

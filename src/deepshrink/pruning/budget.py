@@ -68,11 +68,12 @@ class BudgetMeter:
 
 
 def meet_budget(budget: Budget, meter: BudgetMeter, choose_at: Callable[[float], Removal],
-                plan_of: Callable[[Removal], dict], scores: dict, *, tolerance: float,
+                plan_of: Callable[[Removal], dict], scores: dict, *, round_to: int, tolerance: float,
                 max_ratio: float = 0.98, steps: int = 20) -> Removal:
-    """The removal keeping at most `budget.keep` of the metric, as close to it as group rounding
-    allows: bisect the ratio to a bracket (lo above the budget, hi within it), then move groups
-    from lo's removal to hi's one at a time, least important first, until within budget."""
+    """The removal keeping at most `budget.keep` of the metric, as close to it as rounding allows:
+    bisect the policy's ratio to the largest ratio still above the budget, then remove one
+    multiple of `round_to` units at a time from whichever group offers the least important ones,
+    until the budget is met (rounding makes the ratio alone jump past it)."""
     keep = budget.keep
 
     def fraction(removal: Removal) -> float:
@@ -94,19 +95,29 @@ def meet_budget(budget: Budget, meter: BudgetMeter, choose_at: Callable[[float],
                 return choose_at(hi)
         else:
             lo = mid
-    return _refine(choose_at(lo), choose_at(hi), fraction, scores, keep)
+    refined = _refine(choose_at(lo), fraction, scores, keep, round_to)
+    return refined if refined is not None else choose_at(hi)
 
 
-def _refine(low: Removal, high: Removal, fraction: Callable[[Removal], float], scores: dict,
-            keep: float) -> Removal:
-    def cost(name: str) -> float:
-        extra = sorted(set(high[name]) - set(low.get(name, ())))
-        return float(primitives.normalise(scores[name])[extra].mean()) if extra else 0.0
-
-    moves = sorted((name for name in high if len(high[name]) > len(low.get(name, ()))), key=cost)
-    current = dict(low)
-    for name in moves:
-        current[name] = high[name]
+def _refine(start: Removal, fraction: Callable[[Removal], float], scores: dict, keep: float,
+            round_to: int) -> Removal | None:
+    """Greedy steps from an over-budget removal; None if no step is left before the budget."""
+    order = {name: torch.argsort(s, stable=True).tolist() for name, s in scores.items() if s is not None}
+    normalised = {name: primitives.normalise(scores[name]) for name in order}
+    current = {name: list(units) for name, units in start.items()}
+    while True:
+        best, best_cost = None, None
+        for name, ranked in order.items():
+            removed = len(current.get(name, ()))
+            step = ranked[removed:removed + round_to]
+            if len(step) < round_to or len(ranked) - removed - round_to < min(round_to, len(ranked)):
+                continue  # a group keeps at least one multiple
+            cost = float(normalised[name][step].mean())
+            if best_cost is None or cost < best_cost:
+                best, best_cost = name, cost
+        if best is None:
+            return None
+        removed = len(current.get(best, ()))
+        current[best] = sorted(order[best][: removed + round_to])
         if fraction(current) <= keep:
             return current
-    return high

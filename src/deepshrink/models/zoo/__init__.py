@@ -7,3 +7,4 @@ from deepshrink.models.zoo.layers import ChannelPadShortcut, ConvBNAct, use_pool
 from deepshrink.models.zoo.resnet_cifar import BasicBlock, CifarResNet
 
 __all__ = ["BasicBlock", "ChannelPadShortcut", "CifarResNet", "ConvBNAct", "use_pooled_shortcuts_"]
+from deepshrink.detection import models as detection_models  # noqa: F401,E402  (registers fcos_resnet, fcos_mobilenet_v2)

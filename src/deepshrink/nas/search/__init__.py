@@ -7,7 +7,8 @@ import sys
 import types
 
 from deepshrink.nas.search.api import SearchResult, search
-from deepshrink.nas.search.config import Budget, EvolutionConfig, LatencyConfig, Metric, ProxyConfig, Runtime, SearchConfig
+from deepshrink.nas.search.config import (Budget, EvolutionConfig, LatencyConfig, Metric, ProxyConfig, Runtime,
+                                         SearchConfig)
 from deepshrink.nas.search.latency_table import LatencyTable, measure_model
 from deepshrink.nas.search.proxy import recalibrate_bn
 

@@ -31,7 +31,8 @@ def build_table(evaluator: Evaluator, input_size: tuple[int, ...], saved: dict |
     table.measure(builds, lambda: tick(next(done), len(builds)))
     rng = generation_rng(cfg.seed, CALIBRATION_GENERATION)
     middle = cfg.ratios[len(cfg.ratios) // 2]
-    genomes = [("unpruned", space.unpruned()), ("smallest", space.smallest()), (f"uniform-{middle}", space.uniform(middle))]
+    genomes = [("unpruned", space.unpruned()), ("smallest", space.smallest()),
+               (f"uniform-{middle}", space.uniform(middle))]
     genomes += [(f"random-{i}", random_genome(rng, space.levels)) for i in range(cfg.latency.calibration_models - 3)]
     points = [(name, genome, measure_model(evaluator.pruned(genome).model, input_size, cfg.latency))
               for name, genome in genomes[: cfg.latency.calibration_models]]
