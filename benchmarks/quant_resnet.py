@@ -127,7 +127,7 @@ class Bench:
 
     def train_config(self, epochs: int) -> dict:
         quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs}
-        return {**QAT_DEFAULTS, "lr": 0.005, "weight_decay": 1e-4, "num_threads": self.args.threads, **quick}
+        return {**QAT_DEFAULTS, "num_threads": self.args.threads, "progress": False, **quick}
 
     def rows(self) -> list[dict]:
         wanted = set(self.args.rows.split(",")) if self.args.rows else None

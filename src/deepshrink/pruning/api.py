@@ -71,9 +71,9 @@ def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None)
     if cfg.budget is None:
         removal = choose_at(cfg.ratio)
     else:
-        meter = BudgetMeter(model, inputs, cfg.budget.metric)
-        removal = meet_budget(cfg.budget, meter, choose_at, lambda r: make_plan(graph, r), scores,
-                              round_to=cfg.round_to, tolerance=cfg.advanced.budget_tolerance)
+        meter = BudgetMeter(graph, inputs, cfg.budget.metric)
+        removal = meet_budget(cfg.budget, meter, choose_at, scores, round_to=cfg.round_to,
+                              tolerance=cfg.advanced.budget_tolerance)
     result = finish(model, inputs, graph, make_plan(graph, removal), cfg)
     result.report["unscored"] = sorted(name for name, s in scores.items() if s is None)
     return result
