@@ -1,9 +1,10 @@
 """Structured pruning of ResNet-56 on the CIFAR-10 JPEG copy at about 2x fewer MACs (issue 3).
 
 The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
-bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %), through the option-A
-shortcuts (block outputs pruned too; `--scope intra` prunes inside blocks only), with verified
-surgery; then each is fine-tuned for the same budget: `--epochs` epochs of cross-entropy, SGD +
+bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %) with verified surgery,
+inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
+more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
+Torch-Pruning cannot do); then each is fine-tuned for the same budget: `--epochs` epochs of cross-entropy, SGD +
 Nesterov, cosine from `--lr`, batch 128, weight decay 1e-4, random crop + flip, channels_last.
 Rows `tp-<criterion>` run Torch-Pruning (optional extra `pip install torch-pruning`) with the
 same criterion and fine-tuning: its full pruning of this model fails on the zero-padding
@@ -50,7 +51,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 3 batches, 500 test images")
     p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
-    p.add_argument("--scope", choices=["all", "intra"], default="all",
+    p.add_argument("--scope", choices=["all", "intra"], default="intra",
                    help="our rows: prune block outputs through the shortcuts too (all) or inside blocks only")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")

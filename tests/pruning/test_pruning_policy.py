@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pruning_models import TinyResNetA
+from pruning_models import PRUNABLE, TinyResNetA
 
 from deepshrink.errors import BudgetError, ConfigError
 from deepshrink.models import create_model
-from deepshrink.pruning import LayerSelection, apply_plan, prune
+from deepshrink.pruning import LayerSelection, Metric, apply_plan, build_graph, make_plan, prune
+from deepshrink.pruning.budget import BudgetMeter
+from deepshrink.pruning.measure import count_macs, count_params
 
 
 def _kept(result) -> dict[str, int]:
@@ -99,3 +101,23 @@ def test_iterative_prunes_in_steps_with_finetuning(x32) -> None:
     assert len(result.report["steps"]) == 2
     with pytest.raises(ConfigError, match="schedule 'iterative' needs finetune"):
         prune(model, x32, schedule={"kind": "iterative", "steps": 2})
+
+
+@pytest.mark.parametrize("name", sorted(PRUNABLE))
+@pytest.mark.parametrize("metric", [Metric.MACS, Metric.PARAMS])
+def test_budget_meter_equals_the_measured_pruned_model(name: str, metric: Metric, x32) -> None:
+    model = PRUNABLE[name]().eval()
+    graph = build_graph(model, x32)
+    removal = {g.name: list(range(0, g.size, 2)) for g in graph.groups if g.size > 1}
+    meter = BudgetMeter(graph, (x32,), metric)
+    pruned = apply_plan(model, make_plan(graph, removal))
+    measured = count_macs(pruned, (x32,)) if metric is Metric.MACS else count_params(pruned)
+    assert meter.count(meter.layers(removal)) == measured
+
+
+def test_budget_refines_past_rounding_jumps(x32) -> None:
+    # With multiples of 8, 16-channel groups can only go 16 -> 8: the ratio alone jumps past 0.6.
+    result = prune(TinyResNetA(2).eval(), x32, protect_ends=False, budget={"keep": 0.6})
+    fraction = result.report["macs"]["after"] / result.report["macs"]["before"]
+    assert 0.52 <= fraction <= 0.6
+    assert all(g["kept"] % 8 == 0 for g in result.report["groups"])

@@ -71,7 +71,7 @@ def _chunk(b, args, kwargs):
 
 
 @register_op(torch.split, torch.tensor_split, "split", "tensor_split")
-def _split(b, args, kwargs):
+def _split_op(b, args, kwargs):
     # The split sizes are constants in the model code: pruning would break them.
     dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
     return _parts(b, args[0], dim, f"{b.describe()} splits channels by constant sizes")
@@ -150,11 +150,11 @@ def _reshape(b: Builder, x: Value | SplitValue, literal_sizes: list | None) -> V
             _literal(b, x.atoms, literal_sizes, j, "channel size")
             return Value(np.repeat(x.atoms, shape[j] // channels), j, shape)
         if j + 1 < len(shape) and shape[j] * shape[j + 1] == channels and tail // shape[j + 1] == inner:
-            return _split(b, x, j, literal_sizes)
+            return _split_channels(b, x, j, literal_sizes)
     raise b.unsupported(f"reshapes {x.shape} -> {shape} in a way that mixes the channel dimension")
 
 
-def _split(b: Builder, x: Value, j: int, literal_sizes: list | None) -> SplitValue:
+def _split_channels(b: Builder, x: Value, j: int, literal_sizes: list | None) -> SplitValue:
     shape = b.shape()
     grid = x.atoms.reshape(shape[j], shape[j + 1])
     # Groups must stay equal in size: index i of every group is removed together.
