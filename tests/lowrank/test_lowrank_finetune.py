@@ -9,7 +9,7 @@ import torch.nn as nn
 from deepshrink.data import BatchLoader
 from deepshrink.errors import ConfigError
 from deepshrink.lowrank import decompose
-from deepshrink.lowrank.finetune import finetune, recovery_config
+from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
 from deepshrink.models import create_model, load, save_model
 from lowrank_models import relative_error
 
@@ -51,3 +51,15 @@ def test_finetune_rejects_ambiguous_or_self_teaching_calls(tiny: nn.Module, tiny
         finetune(student, student, tiny_data, epochs=1)
     with pytest.raises(ConfigError, match=r"lr: Input should be greater than 0"):
         recovery_config(1, lr=0)
+
+
+def test_bn_recalibration_gives_the_exact_statistics_of_the_training_split(tiny: nn.Module, tiny_data) -> None:
+    new = decompose(tiny, method="tucker", ratio=2)
+    recalibrate_bn_(new, tiny_data, batches=100, batch_size=16)  # 96 images: 6 equal batches, all of them
+    loader = BatchLoader(tiny_data.train, 96, train=False, augment=False, mean=tiny_data.mean, std=tiny_data.std)
+    with torch.no_grad():
+        stem = new.stem(next(iter(loader))[0])
+    assert torch.allclose(new.bn.running_mean, stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not new.training
+    with pytest.raises(ConfigError, match="bn_batches must be >= 1"):
+        recalibrate_bn_(new, tiny_data, batches=-1)

@@ -100,3 +100,13 @@ def test_users_can_register_a_criterion(x32) -> None:
 def test_unknown_criterion_lists_close_matches(x32) -> None:
     with pytest.raises(UnknownNameError, match=r"unknown importance criterion 'l3' \(did you mean: l2, l1\?\)"):
         prune(_net(), x32, criterion="l3")
+
+
+def test_taylor_needs_an_objective_for_models_without_logits(x32) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    with pytest.raises(ConfigError, match=r"Sequential does not return class logits \[N, classes\] \(got \(4, 4, 30, 30\)\)"):
+        prune(model, x32, criterion="taylor", protect_ends=False, round_to=1, data=calibration(1))
+    energy = lambda m, images, labels: (m(images).pow(2).mean(), None)  # noqa: E731
+    result = prune(model, x32, criterion="taylor", protect_ends=False, round_to=1, data=calibration(1),
+                   objective=energy)
+    assert result.model[0].out_channels == 4

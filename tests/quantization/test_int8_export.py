@@ -97,3 +97,20 @@ def test_pruned_and_decomposed_models_quantize_export_and_reload(family, tmp_pat
     assert kinds == [family, "fold_bn", "quantize"]
     with torch.no_grad():
         torch.testing.assert_close(deepshrink.load(tmp_path / "m")(x), fake, rtol=0, atol=0)
+
+
+def test_signed_lsq_activations_ride_in_uint8_and_keep_int8_kernels(bundle, tmp_path):
+    from deepshrink.quantization.prepare import act_quantizers
+
+    result = deepshrink.quantize(tiny_resnet(), bundle, config={"method": "qat", "train": {"epochs": 0}}, onnx_path=tmp_path / "l.onnx")
+    assert sum(q.signed for q in act_quantizers(result.model).values()) >= 3  # pre-add tensors are signed
+    graph = onnx.load(str(result.onnx_path)).graph
+    zero_points = {t.name: t for t in graph.initializer}
+    q_types = {zero_points[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert q_types == {onnx.TensorProto.UINT8}
+    counts = optimized_op_counts(result.onnx_path, tmp_path / "opt.onnx")
+    assert counts["QLinearConv"] == 7 and counts["QLinearAdd"] == 3
+    x, _ = normalized(bundle.test)
+    with torch.no_grad():
+        fake = result.model(x).numpy()
+    assert (run_onnx(result.onnx_path, x).argmax(1) == fake.argmax(1)).mean() >= 0.98

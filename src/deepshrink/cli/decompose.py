@@ -63,7 +63,7 @@ def _calibration(data, count: int):
 @click.option("--data", "data_spec", default=None, help="Dataset spec for calibration, fine-tuning and accuracy.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune with distillation after decomposing.")
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size (default 128).")
-@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.01).")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.002).")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
 @click.option("--calibration-images", type=int, default=64, show_default=True, help="Images used by --allocation sensitivity.")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the decomposed model to OUT/model.onnx.")

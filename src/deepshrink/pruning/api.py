@@ -33,18 +33,20 @@ class PruneResult:
 
 def prune(model: nn.Module, example_inputs=None, *, criterion: str | None = None, ratio: float | None = None,
           config: PruneConfig | dict | None = None, data: Batches | None = None, finetune: Finetune | None = None,
-          **options: Any) -> PruneResult:
+          objective: Callable | None = None, **options: Any) -> PruneResult:
     """Structured pruning with verified surgery (defaults: criterion "fpgm", ratio 0.5).
 
     `config` (PruneConfig or dict) holds every option; `criterion`, `ratio` and other keyword
     `options` override its fields. `data` is a few (images, labels) batches for the data-driven
-    criteria (taylor, hrank). `finetune(model) -> model` is called between iterative steps."""
+    criteria (taylor, hrank); `objective(model, images, labels) -> (loss, outputs)` replaces
+    cross-entropy for taylor (e.g. a detection loss). `finetune(model) -> model` runs after pruning
+    (between steps when iterative)."""
     cfg = parse_config(PruneConfig, config, criterion=criterion, ratio=ratio, **options)
     device = device_of(model)
     inputs = tuple(x.to(device) for x in example_inputs_for(model, example_inputs, cfg.advanced.verify_batch))
     if isinstance(cfg.schedule, Iterative):
-        return _iterative(model, inputs, cfg, data, finetune)
-    result = prune_once(model, inputs, cfg, data)
+        return _iterative(model, inputs, cfg, data, finetune, objective)
+    result = prune_once(model, inputs, cfg, data, objective)
     if finetune is not None:
         result.model = derive(model, finetune(result.model), "prune", result.plan)
     return result
@@ -56,14 +58,16 @@ def graph_for(model: nn.Module, inputs, cfg: PruneConfig) -> DependencyGraph:
     return build_graph(model, inputs, protect=sorted(protected), protect_ends=cfg.protect_ends)
 
 
-def scores_for(graph: DependencyGraph, cfg: PruneConfig, data: Batches | None) -> Scores:
-    ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed)
+def scores_for(graph: DependencyGraph, cfg: PruneConfig, data: Batches | None,
+               objective: Callable | None = None) -> Scores:
+    ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed, objective=objective)
     return score_groups(graph, cfg.criterion, ctx)
 
 
-def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None) -> PruneResult:
+def prune_once(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
+               objective: Callable | None = None) -> PruneResult:
     graph = graph_for(model, inputs, cfg)
-    scores = scores_for(graph, cfg, data)
+    scores = scores_for(graph, cfg, data, objective)
 
     def choose_at(ratio: float) -> dict:
         return choose(graph, scores, policy=cfg.policy, ratio=ratio, ratios=dict(cfg.ratios), round_to=cfg.round_to)
@@ -120,7 +124,7 @@ def _calibration(data: Batches | None, cfg: PruneConfig) -> Batches | None:
 
 
 def _iterative(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
-               finetune: Finetune | None) -> PruneResult:
+               finetune: Finetune | None, objective: Callable | None) -> PruneResult:
     """Reach the kept fraction in equal steps, fine-tuning after each; plans compose into one."""
     if finetune is None:
         raise ConfigError("schedule 'iterative' needs finetune=callable(model) -> model between steps")
@@ -135,7 +139,7 @@ def _iterative(model: nn.Module, inputs, cfg: PruneConfig, data: Batches | None,
         if cfg.budget is not None:
             overrides["budget"] = {"metric": cfg.budget.metric, "keep": cfg.budget.keep ** (1 / steps)}
         step_cfg = parse_config(PruneConfig, cfg.model_dump(), **overrides)
-        result = prune_once(current, inputs, step_cfg, data)
+        result = prune_once(current, inputs, step_cfg, data, objective)
         plan = result.plan if plan is None else compose_plans(plan, result.plan)
         reports.append(result.report)
         current = finetune(result.model)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from deepshrink.errors import ConfigError
 from deepshrink.pruning import primitives
@@ -29,6 +30,7 @@ class ScoringContext:
     graph: DependencyGraph
     calibration: Batches | None = None
     seed: int = 0
+    objective: Callable | None = None  # objective(model, images, labels) -> (loss, outputs)
     cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -37,6 +39,19 @@ class ScoringContext:
 
     def module(self, layer: str) -> nn.Module:
         return self.modules[layer]
+
+    def loss(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The calibration loss: the objective's, else cross-entropy on classification logits."""
+        if self.objective is not None:
+            return self.objective(model, images, labels)[0]
+        logits = model(images)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ConfigError(
+                f"{type(model).__name__} does not return class logits [N, classes] (got {shape}): pass "
+                "objective=callable(model, images, labels) -> (loss, outputs) for gradient-based criteria"
+            )
+        return F.cross_entropy(logits, labels)
 
     def batches(self, criterion: str) -> Batches:
         if not self.calibration:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
 from deepshrink.pruning import primitives
 from deepshrink.pruning.graph import Group
@@ -25,7 +24,7 @@ def _taylor_contributions(ctx: ScoringContext) -> list[dict[tuple[str, str], tor
     per_batch = []
     with eval_mode(model):  # eval: running statistics of the original stay untouched
         for images, labels in ctx.batches("taylor"):
-            loss = F.cross_entropy(model(images), labels)
+            loss = ctx.loss(model, images, labels)
             grads = dict(zip(params, torch.autograd.grad(loss, params, allow_unused=True)))
             contrib = {}
             for key, ps in owned.items():

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from deepshrink.models.spec import TRANSFORMS, derive
+from deepshrink.models.spec import TRANSFORMS, derive, spec_of
 from deepshrink.quantization.bias_correction import correct_bias
 from deepshrink.quantization.calibrate import calibrate, calibration_batches, run_batches
 from deepshrink.quantization.config import Method, QuantizeConfig
@@ -73,7 +73,7 @@ def quantize(
     `calibration_data`: normalised images [N, C, H, W], an iterable of batches, or a DataBundle
     (required for method "qat", which trains on it). `method`, `bits` and `observer` override the
     same fields of `config` (a QuantizeConfig or dict). With `onnx_path`, the int8 QDQ ONNX graph
-    is written there."""
+    is written there (input size from the model's spec, else from the calibration images)."""
     overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
     config = QuantizeConfig.coerce(config, **overrides)
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
@@ -90,6 +90,8 @@ def quantize(
     if onnx_path is not None:
         from deepshrink.quantization.int8_export import export_int8_onnx
 
+        if input_size is None and spec_of(quantized) is None:  # no spec: the calibration images tell
+            input_size = tuple(batches[0].shape[1:])
         path = export_int8_onnx(quantized, onnx_path, input_size)
         report["onnx_bytes"] = path.stat().st_size
     return QuantizeResult(quantized, path, report)

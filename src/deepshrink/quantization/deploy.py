@@ -62,22 +62,24 @@ class _DequantBias(torch.autograd.Function):
 
 
 class DeployAct(nn.Module):
-    """A frozen activation quantiser. Grids narrower than the 8-bit container get a Clip first
-    (ONNX QuantizeLinear only saturates at the container's limits); binary grids a sign."""
+    """A frozen activation quantiser, always in a uint8 container (ONNX Runtime's fast U8S8
+    kernels, and QLinearAdd needs both inputs of one type): a signed grid is shifted by 128,
+    which changes no value. Grids narrower than the container get a Clip first (ONNX
+    QuantizeLinear only saturates at the container's limits); binary grids a sign."""
 
     def __init__(self, quantizer: ActQuant) -> None:
         super().__init__()
         scale, zero_point = quantizer.deploy_params()
         grid = quantizer.grid
-        self.binary = quantizer.grid.binary  # sign(x) * scale
-        dtype = torch.int8 if grid.qmin < 0 else torch.uint8
-        self.container = (-128, 127) if dtype == torch.int8 else (0, 255)
-        if not self.container[0] <= zero_point <= self.container[1]:
-            raise ExportError(f"activation zero point {zero_point} does not fit {dtype}")
+        self.binary = grid.binary  # sign(x) * scale
+        offset = 128 if grid.qmin < 0 else 0
+        self.container = (0, 255)
+        if not 0 <= zero_point + offset <= 255:
+            raise ExportError(f"activation zero point {zero_point} does not fit uint8")
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
-        self.register_buffer("zero_point", torch.tensor(zero_point, dtype=dtype))
+        self.register_buffer("zero_point", torch.tensor(zero_point + offset, dtype=torch.uint8))
         self.clip = None
-        if not self.binary and (grid.qmin, grid.qmax) != self.container:
+        if not self.binary and (grid.qmin + offset, grid.qmax + offset) != self.container:
             self.clip = ((grid.qmin - zero_point) * scale, (grid.qmax - zero_point) * scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

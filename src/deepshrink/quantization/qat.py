@@ -1,7 +1,7 @@
 """Quantisation-aware training on the shared training engine: the fake-quant model (STE, LSQ,
 PACT, DoReFa, BWN/XNOR, TWN quantisers) is fine-tuned with `deepshrink.training.train`; the
 learnable step sizes and clipping levels are ordinary parameters of the model, so the engine's
-optimiser trains them (as 0-d/1-d tensors they get no weight decay)."""
+optimiser trains them."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from deepshrink.quantization.calibrate import is_bundle
 from deepshrink.quantization.config import QuantizeConfig
 
 # A short fine-tune from trained weights. BN is folded, so nothing renormalises the activations:
-# ResNet-20 W4A4 diverged within an epoch at peak rates of 0.002-0.01 and was stable at 0.001
-# with gradient clipping (measured on the CIFAR-10 JPEG copy).
+# on the CIFAR-10 JPEG copy ResNet-20 W4A4 diverged within an epoch with SGD at peak rates of
+# 0.002-0.01; after 150 steps AdamW at 3e-4 reached 87.7 % (SGD at 0.001: 86.5 %; FP32 88.5 %).
+# No weight decay: the learned step sizes and clipping levels must not shrink towards zero.
 QAT_DEFAULTS: dict[str, Any] = {
-    "epochs": 3, "lr": 0.001, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
-    "schedule": "cosine", "weight_decay": 5e-5, "batch_size": 128, "grad_clip": 2.0,
+    "epochs": 3, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
+    "batch_size": 128, "grad_clip": 2.0,
 }
 
 
