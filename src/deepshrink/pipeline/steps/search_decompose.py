@@ -65,14 +65,18 @@ class DecomposeStep(Step):
 
     def run(self, options: DecomposeStepOptions, ctx: RunContext, model: nn.Module, step_dir: Path) -> StepOutput:
         from deepshrink.lowrank import decompose
-        from deepshrink.lowrank.finetune import RECOVERY_KD, finetune
-        from deepshrink.distillation.config import DistillConfig
+        from deepshrink.lowrank.finetune import finetune, recovery_config
 
         decomposed = decompose(model, options.decompose_config())
-        train_config = ctx.train_config(options.finetune)
         history: list[dict] = []
-        if train_config is not None and train_config.epochs > 0:
-            recovery = DistillConfig(**RECOVERY_KD, train=train_config)
+        if options.finetune is not None and options.finetune.epochs > 0:
+            # The recovery recipe's defaults (small lr, warm-up: CP collapses at lr 0.01) under the
+            # fields the recipe sets.
+            given = options.finetune.model_dump(exclude_unset=True)
+            if given.get("optimizer", "sgd") != "sgd":
+                given.setdefault("nesterov", False)  # the recovery default is Nesterov SGD
+            recovery = recovery_config(given.pop("epochs", options.finetune.epochs), **given)
+            recovery = recovery.with_updates(train=ctx.train_config(recovery.train))
             result = finetune(decomposed, model.eval(), ctx.data, recovery, out_dir=step_dir / "train", resume=True)
             decomposed, history = result.model, result.history
         return StepOutput(decomposed, history=history)
