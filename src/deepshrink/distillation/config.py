@@ -12,20 +12,14 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from deepshrink.configs import StrictConfig
 from deepshrink.errors import ConfigError
-from deepshrink.training.config import TrainConfig, format_errors
+from deepshrink.training.config import TrainConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __init__(self, **options: Any) -> None:
-        try:
-            super().__init__(**options)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid {type(self).__name__}: {format_errors(exc, type(self))}") from None
+_Strict = StrictConfig
 
 
 class KDWeights(_Strict):

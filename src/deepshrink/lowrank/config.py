@@ -7,12 +7,11 @@ The rank rule is one of four types (fixed ranks, energy threshold, VBMF, params/
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Union
+from typing import Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deepshrink.errors import ConfigError
-from deepshrink.training.config import format_errors
+from deepshrink.configs import StrictConfig
 
 
 class Method(str, Enum):
@@ -34,14 +33,7 @@ class Allocation(str, Enum):
     SENSITIVITY = "sensitivity"  # measured output error per layer decides who keeps more
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def __init__(self, **options: Any) -> None:
-        try:
-            super().__init__(**options)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid {type(self).__name__}: {format_errors(exc, type(self))}") from None
+_Options = StrictConfig
 
 
 class FixedRanks(_Options):

@@ -19,7 +19,6 @@ def channels_per_layer(model: nn.Module) -> dict[str, int]:
 def measure_stage(ctx: RunContext, name: str, model: nn.Module, *, onnx_path: Path | None = None,
                   history: list | None = None) -> dict[str, Any]:
     from deepshrink.metrics import evaluate, evaluate_onnx, file_bytes, profile
-    from deepshrink.metrics.timing import Timing  # noqa: F401  (documents the latency type)
     from deepshrink.export import onnx_latency_ms
 
     batches = (1,) if ctx.smoke else (1, 64)

@@ -4,10 +4,11 @@ value raises ConfigError naming the field, so nothing downstream re-checks it.""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from deepshrink.configs import StrictConfig, format_errors  # noqa: F401  (format_errors re-exported)
 from deepshrink.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ DEFAULT_WEIGHT_DECAY = {Optimizer.SGD: 5e-4, Optimizer.ADAMW: 0.05}
 RESUME_FREE_FIELDS = frozenset({"epochs", "eval_every", "progress", "num_threads", "device"})
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictConfig):
     """Options of `deepshrink.training.train`. Epochs are counted from 0; `milestones` and
     `warmup_epochs` are in epochs and converted to optimiser steps by the schedule."""
 
@@ -67,12 +68,6 @@ class TrainConfig(BaseModel):
     device: Device = Device.AUTO
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads during training")
     progress: bool = Field(True, description="rich progress bar (only on a terminal, rank 0)")
-
-    def __init__(self, **options: Any) -> None:
-        try:
-            super().__init__(**options)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid {type(self).__name__}: {format_errors(exc, type(self))}") from None
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -107,29 +102,3 @@ class TrainConfig(BaseModel):
         """Fields (outside RESUME_FREE_FIELDS) whose values differ between two configs."""
         mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
         return [k for k in mine if k not in RESUME_FREE_FIELDS and mine[k] != theirs.get(k)]
-
-
-def format_errors(exc: ValidationError, cls: type[BaseModel]) -> str:
-    """One line naming every bad field: 'lr: Input should be greater than 0; optimizer: ...'."""
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = f"unknown option (known: {', '.join(_model_at(cls, err['loc'][:-1]).model_fields)})"
-        elif field:
-            message = f"{message}, got {err['input']!r}"
-        parts.append(f"{field}: {message}" if field else message)
-    return "; ".join(parts)
-
-
-def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
-    """The (nested) config class that holds the field at `loc`, e.g. TrainConfig for ('train', 'x')."""
-    for part in loc:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field is not None else None
-        nested = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not nested:
-            break
-        cls = nested[0]
-    return cls
