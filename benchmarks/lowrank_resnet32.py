@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from _common import add_io_args, row_names
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
@@ -48,24 +49,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calibration-images", type=int, default=64, help="training images for --allocation sensitivity")
     p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
     p.add_argument("--bn-batches", type=int, default=20, help="training batches for the BatchNorm re-estimation")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
-    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    add_io_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
-def _row_names(text: str) -> list[str]:
-    rows = [r.strip() for r in text.split(",") if r.strip()]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
-    return rows
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    rows_wanted = _row_names(args.rows)
+    rows_wanted = row_names(args.rows, ROWS)
     shared = Path(args.shared)
     data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
     scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data

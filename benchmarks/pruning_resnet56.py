@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from _common import add_io_args, row_names
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
@@ -55,19 +56,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="our rows: prune block outputs through the shortcuts too (all) or inside blocks only")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
-    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    add_io_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
-
-def _row_names(text: str) -> list[str]:
-    rows = [r.strip() for r in text.split(",") if r.strip()]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
-    return rows
 
 
 def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Module, dict]:
@@ -118,7 +111,7 @@ def prune_torch_pruning(baseline, criterion: str, calibration) -> tuple[torch.nn
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    rows_wanted = _row_names(args.rows)
+    rows_wanted = row_names(args.rows, ROWS)
     shared = Path(args.shared)
     data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
     scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from _common import add_io_args, row_names
 from deepshrink.data import load_data, subset
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
@@ -59,19 +60,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-round-to", type=int, default=8, help="width multiple of the latency search")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for every latency (default 1)")
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
-    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    add_io_args(p)
     p.add_argument("--work", default=None, help="search states, resumed when present (default runs/search_resnet56)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
-
-def _rows(text: str) -> list[str]:
-    rows = [r.strip() for r in text.split(",") if r.strip()]
-    unknown = sorted(set(rows) - set(ROWS))
-    if unknown:
-        raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
-    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     records, failures = [measured_row("baseline", baseline)], []
     base_ms = records[0]["latency_ms"]["ort_b1_p10"]
     print(f"{'baseline':>14}: top-1 {records[0]['top1']:.2f} %, {records[0]['macs']:,} MACs, {base_ms} ms", flush=True)
-    for name in _rows(args.rows):
+    for name in row_names(args.rows, ROWS):
         start = time.perf_counter()
         extra: dict = {}
         if name in ("uniform", "global"):
