@@ -21,3 +21,20 @@ def row_names(text: str, known: tuple[str, ...]) -> list[str]:
     if unknown:
         raise SystemExit(f"--rows: unknown {unknown}; choose from {', '.join(known)}")
     return rows
+
+
+def add_budget_args(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    """--limit-batches (cap each fine-tuning epoch: a stated CPU budget below whole epochs) and
+    --threads (PyTorch and ONNX Runtime threads, so two benchmarks can share a machine)."""
+    parser.add_argument("--limit-batches", type=int, default=None,
+                        help="cap every fine-tuning epoch at this many batches (default: whole epochs)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="PyTorch and ONNX Runtime threads (default: all cores)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Pin PyTorch's intra-op threads; metrics.profile then measures latency at the same count."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

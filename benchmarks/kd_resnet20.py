@@ -48,6 +48,7 @@ from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
 from deepshrink.models import create_model, load_weights
 from deepshrink.training import TrainConfig, train
+from _common import add_budget_args, add_io_args, apply_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt")
@@ -59,8 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every row (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 3 batches, 1,000 test images, 3 alphas")
-    p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data and weights folder")
-    p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
+    add_io_args(p)
+    add_budget_args(p)
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     p.add_argument("--no-sweep", action="store_true", help="skip the alpha sweep")
     p.add_argument("--no-auto", action="store_true", help="skip the eq. 7 weights")
@@ -88,7 +89,7 @@ class Bench:
         self.train = TrainConfig(
             epochs=1 if args.quick else args.epochs, batch_size=128, optimizer="sgd", lr=0.02, momentum=0.9,
             nesterov=True, weight_decay=1e-4, schedule="onecycle", channels_last=True, augment=True, seed=args.seed,
-            limit_batches=3 if args.quick else None, device=args.device, amp=cuda, progress=sys.stdout.isatty(),
+            limit_batches=3 if args.quick else args.limit_batches, device=args.device, amp=cuda, progress=sys.stdout.isatty(),
         )
         self.device = torch.device("cuda" if cuda else "cpu")
 
@@ -134,6 +135,7 @@ def run_row(bench: Bench, name: str, fit) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    apply_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     allocation = None
     if not args.no_auto:
         probe = bench.config(["kd"], KD_WEIGHTS).with_updates(
-            auto={"epochs": args.probe_epochs, "limit_batches": 3 if args.quick else None}
+            auto={"epochs": args.probe_epochs, "limit_batches": 3 if args.quick else args.limit_batches}
         )
         allocation = allocate_weights(bench.teacher, bench.student, bench.data, probe, template=bench.student)
         weights = allocation.weights.model_dump()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_io_args, row_names
+from _common import add_budget_args, add_io_args, apply_threads, row_names
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
@@ -50,6 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
     p.add_argument("--bn-batches", type=int, default=20, help="training batches for the BatchNorm re-estimation")
     add_io_args(p)
+    add_budget_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -58,6 +59,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    apply_threads(args.threads)
     rows_wanted = row_names(args.rows, ROWS)
     shared = Path(args.shared)
     data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     train = {"epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device,
-             "amp": cuda, "limit_batches": 3 if args.quick else None, "progress": sys.stdout.isatty()}
+             "amp": cuda, "limit_batches": 3 if args.quick else args.limit_batches, "progress": sys.stdout.isatty()}
     calibration = None
     if args.allocation == "sensitivity":
         loader = BatchLoader(data.train, args.calibration_images, train=False, augment=False, mean=data.mean,

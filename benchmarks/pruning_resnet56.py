@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_io_args, row_names
+from _common import add_budget_args, add_io_args, apply_threads, row_names
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
@@ -57,6 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
     add_io_args(p)
+    add_budget_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -111,6 +112,7 @@ def prune_torch_pruning(baseline, criterion: str, calibration) -> tuple[torch.nn
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    apply_threads(args.threads)
     rows_wanted = row_names(args.rows, ROWS)
     shared = Path(args.shared)
     data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     config = TrainConfig(epochs=1 if args.quick else args.epochs, batch_size=128, lr=args.lr, nesterov=True,
                          weight_decay=1e-4, schedule="cosine", channels_last=True, seed=args.seed,
-                         device=args.device, amp=cuda, limit_batches=3 if args.quick else None,
+                         device=args.device, amp=cuda, limit_batches=3 if args.quick else args.limit_batches,
                          progress=sys.stdout.isatty())
     loader = BatchLoader(data.train, 64, train=False, augment=False, mean=data.mean, std=data.std, seed=args.seed,
                          limit_batches=args.calibration_batches)

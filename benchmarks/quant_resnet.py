@@ -73,6 +73,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=0.15, help="mixed precision: weights within this x FP32 bytes")
     p.add_argument("--threads", type=int, default=2, help="threads for training, evaluation and latency")
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument("--limit-batches", type=int, default=None, help="cap every QAT epoch at this many batches (default: whole epochs)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--out", default=None, help="default docs/benchmarks (--quick: runs/benchmarks)")
     return p.parse_args(argv)
@@ -128,7 +129,7 @@ class Bench:
                         packed_bytes=result.report["quantized_bytes"], int8_onnx=True)
 
     def train_config(self, epochs: int) -> dict:
-        quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs}
+        quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs, "limit_batches": self.args.limit_batches}
         return {**QAT_DEFAULTS, "num_threads": self.args.threads, "progress": False, **quick}
 
     def rows(self) -> list[dict]:
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or str(ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks"))
     budget = {"threads": args.threads, "calibration_images": 128 if args.quick else 512,
               "qat_epochs": args.qat_epochs, "low_bit_epochs": args.low_bit_epochs, "quick": args.quick,
+              "qat_batches_per_epoch": 5 if args.quick else args.limit_batches, "qat_batch_size": QAT_DEFAULTS.get("batch_size"),
               "test_images": 1000 if args.quick else 10000}
     command = "python benchmarks/quant_resnet.py " + " ".join(argv if argv is not None else sys.argv[1:])
     paths = write_benchmark("quant_resnet", rows, command=command.strip(), budget=budget, out_dir=out,

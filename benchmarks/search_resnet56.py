@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_io_args, row_names
+from _common import add_budget_args, add_io_args, row_names
 from deepshrink.data import load_data, subset
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
@@ -61,6 +61,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for every latency (default 1)")
     p.add_argument("--lr", type=float, default=0.01)
     add_io_args(p)
+    add_budget_args(p, threads=False)
     p.add_argument("--work", default=None, help="search states, resumed when present (default runs/search_resnet56)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     latency = LatencyConfig(threads=args.threads, **({"entry_seconds": 0.02, "model_seconds": 0.2,
                                                       "calibration_models": 3, "verify_top": 2} if args.quick else {}))
     finetune = TrainConfig(epochs=1 if args.quick else args.epochs, lr=args.lr, nesterov=True, weight_decay=5e-4,
-                           limit_batches=3 if args.quick else None, seed=args.seed, progress=sys.stdout.isatty())
+                           limit_batches=3 if args.quick else args.limit_batches, seed=args.seed, progress=sys.stdout.isatty())
     search_options = {
         "population": 4 if args.quick else args.population, "generations": 1 if args.quick else args.generations,
         "seed": args.seed, "latency": latency, "progress": sys.stdout.isatty(),
