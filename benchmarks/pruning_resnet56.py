@@ -21,7 +21,6 @@ Writes docs/benchmarks/pruning_resnet56.{json,md} (--quick: runs/benchmarks/).""
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import shlex
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from _common import add_budget_args, add_io_args, apply_threads, row_names
+from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
@@ -72,44 +72,6 @@ def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Mo
                           "verified_rel_error": result.report["verification"]["max_relative_error"]}
 
 
-def prune_torch_pruning(baseline, criterion: str, calibration) -> tuple[torch.nn.Module, dict]:
-    """Torch-Pruning with the same criterion: full pruning first (records its error on the option-A
-    shortcuts), then its workaround: only the first convolution of each block."""
-    import torch_pruning as tp
-
-    importance = {"fpgm": lambda: tp.importance.FPGMImportance(), "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-                  "taylor": lambda: tp.importance.TaylorImportance(), "bn": lambda: tp.importance.BNScaleImportance()}
-    example = torch.randn(1, 3, 32, 32)
-
-    def run(ignored_of, ratio: float) -> torch.nn.Module:
-        model = copy.deepcopy(baseline).eval()
-        pruner = tp.pruner.MetaPruner(model, example, importance=importance[criterion](), pruning_ratio=ratio,
-                                      ignored_layers=ignored_of(model), round_to=8)
-        if criterion == "taylor":
-            model.zero_grad()
-            for images, labels in calibration:
-                torch.nn.functional.cross_entropy(model(images), labels).backward()
-        pruner.step()
-        model(example)  # a mis-pruned model fails here
-        return model
-
-    extra: dict = {}
-    try:
-        run(lambda m: [m.linear], FULL_RATIO)
-        extra["tp_full_error"] = None
-    except Exception as exc:  # whatever Torch-Pruning raises is the finding we record
-        extra["tp_full_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-
-    def intra_only(model):
-        keep = [model.conv1, model.linear]
-        keep += [m for name, m in model.named_modules() if name.endswith(".conv2")]
-        return keep
-
-    model = run(intra_only, 0.5)
-    extra["tp_scope"] = "intra-block (workaround)"
-    return model, extra
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
@@ -142,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in OURS:
             model, extra = prune_ours(baseline, OURS[name], args, calibration)
         else:
-            model, extra = prune_torch_pruning(baseline, name.split("-", 1)[1], calibration)
+            model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
         pruned_top1 = top1(model)
         result = train(model, data, config)
         model = result.model.to("cpu").eval()
