@@ -38,3 +38,18 @@ def apply_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def write_results(name: str, rows: list[dict], args: argparse.Namespace, argv: list[str] | None, *,
+                  budget: dict, notes: str | None = None) -> None:
+    """Write NAME.json/.md (docs/benchmarks, or runs/benchmarks for --quick, or --out) with the
+    command line that produced them."""
+    import shlex
+    import sys
+
+    from deepshrink.metrics.benchmark import write_benchmark
+
+    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
+    command = f"python benchmarks/{Path(sys.argv[0]).name} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    paths = write_benchmark(name, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
+    print("wrote", *paths, flush=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import shlex
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _common import write_results
 from deepshrink.data import BatchLoader
 from deepshrink.detection import (
     distill_detector,
@@ -52,7 +52,6 @@ from deepshrink.detection import (
 )
 from deepshrink.export import ort_session, resolve_threads
 from deepshrink.metrics import count_params, macs, time_callable
-from deepshrink.metrics.benchmark import write_benchmark
 from deepshrink.models import create_model
 from deepshrink.pruning import prune
 from deepshrink.quantization import quantize
@@ -189,16 +188,13 @@ def _ratios(rows: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     rows = Bench(args).run()
-    out = args.out or str(ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks"))
-    command = "python benchmarks/detector_highway.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     budget = {"model": f"{args.model} x{args.width_mult}", "input": "3x320x320", "quick": args.quick,
               "baseline_epochs": 1 if args.quick else args.epochs,
               "finetune_epochs": 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3)),
               "macs_keep": args.macs_keep, "batches_per_epoch": 3 if args.quick else "all"}
     notes = (ATTRIBUTION + " `bytes` is the deployed ONNX file; `ort_b1` is paired with the baseline graph "
              "(`speedup_ort_b1` uses that pairing); `ort_b1_nms` adds decode + NMS on 8 real test images.")
-    paths = write_benchmark(NAME, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print("wrote", *paths)
+    write_results(NAME, rows, args, argv, budget=budget, notes=notes)
     return 0
 
 

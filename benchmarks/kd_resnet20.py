@@ -45,10 +45,10 @@ from deepshrink.distillation import (
 )
 from deepshrink.distillation.weighting import SweepPoint
 from deepshrink.metrics import evaluate, profile
-from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, load_weights
 from deepshrink.training import TrainConfig, train
-from _common import add_budget_args, add_io_args, apply_threads
+from _common import add_budget_args, add_io_args, apply_threads, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             records.append(row)
 
     out = Path(args.out or (ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")))
-    name = "kd_resnet20_quick" if args.quick else "kd_resnet20"
+    name = "kd_resnet20"
     if sweep:
         plot_sweep(sweep, out / f"{name}_sweep.png", allocation=allocation,
                    title="ResNet-56 -> ResNet-20, CIFAR-10 JPEG: top-1 against alpha")
@@ -205,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency are measured once for the ResNet-20 architecture and once for the teacher. "
         "kd_auto: seed 001 eq. 7, beta (teacher) = I_A / (I_A + I_B), alpha (labels) = I_B / (I_A + I_B)."
     )
-    command = "python benchmarks/kd_resnet20.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    json_path, md_path = write_benchmark(name, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print(f"wrote {json_path} and {md_path}")
+    write_results(name, rows, args, argv, budget=budget, notes=notes)
     return 0
 
 

@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, row_names
+from _common import add_budget_args, add_io_args, apply_threads, row_names, write_results
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
 from deepshrink.metrics import evaluate, profile
-from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,16 +108,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{record['top1']:.2f} % fine-tuned, "
               f"{measured.params:,} params ({record['params_ratio']}x), {record['minutes']} min", flush=True)
 
-    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
               "bn_batches": args.bn_batches,
               "recipe": "KD T=4, alpha 0.1 / beta 0.9, SGD nesterov, warm-up 0.1 epoch + cosine, batch 128, wd 1e-4",
               "allocation": args.allocation, "test_images": len(scored.test)}
-    command = "python benchmarks/lowrank_resnet32.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    paths = write_benchmark(NAME + ("_quick" if args.quick else ""), records, command=command.strip(), budget=budget, out_dir=out,
-                            notes="top1_decomposed: right after decomposition; top1_bn: after the BatchNorm "
-                                  "re-estimation, before any gradient step; top1: after fine-tuning.")
-    print("wrote", *paths)
+    write_results(NAME, records, args, argv, budget=budget,
+                  notes="top1_decomposed: right after decomposition; top1_bn: after the BatchNorm "
+                        "re-estimation, before any gradient step; top1: after fine-tuning.")
     return 0
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,12 +37,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from _common import add_budget_args, add_io_args, apply_threads
+from _common import add_budget_args, add_io_args, apply_threads, write_results
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.distillation import DistillConfig, distill
 from deepshrink.export import export_onnx
-from deepshrink.metrics.benchmark import write_benchmark
 from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
 from deepshrink.models import create_model, load, load_weights
@@ -177,16 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["delta_top1"] = round(row["top1"] - rows[0]["top1"], 2)
 
-    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"epochs": train_config.epochs, "limit_batches": train_config.limit_batches, "qat_epochs": args.qat_epochs, "qat_batches": args.qat_batches,
               "probe_batches": args.probe_batches, "train": train_config.model_dump(mode="json"),
               "test_images": len(scored.test), "threads": torch.get_num_threads(), "quick": args.quick}
-    command = "python benchmarks/paper_table3.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     notes = (f"Paper (original CIFAR-10, seed 001 Table 3): baseline {PAPER['baseline']} %, PF {PAPER['pf']} %, "
              f"ours {PAPER['ours']} %, 3,726 KB -> 1,842 KB. top1: ONNX Runtime on the deployed file. "
              "speedup: baseline ORT latency / row, measured interleaved in one session.")
-    paths = write_benchmark(NAME, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print("wrote", *paths)
+    write_results(NAME, rows, args, argv, budget=budget, notes=notes)
     return 0
 
 

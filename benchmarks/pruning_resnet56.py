@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, row_names
+from _common import add_budget_args, add_io_args, apply_threads, row_names, write_results
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.metrics import evaluate, profile
-from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, load_weights
 from deepshrink.pruning import prune
 from deepshrink.training import TrainConfig, train
@@ -123,17 +122,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{record['macs_ratio']}x fewer MACs, ort_b64 speed-up {speedup.get('ort_b64')}, "
               f"{record['minutes']} min", flush=True)
 
-    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
               "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
               "macs_keep": args.macs_keep, "scope": args.scope, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
-    command = "python benchmarks/pruning_resnet56.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. latency_speedup: baseline latency / "
              "row latency. tp-*: Torch-Pruning; tp_full_error is what its full pruning of the option-A shortcuts "
              "raised, the row itself is its intra-block workaround.")
-    paths = write_benchmark(NAME, records, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print("wrote", *paths)
+    write_results(NAME, records, args, argv, budget=budget, notes=notes)
     return 0
 
 

@@ -38,10 +38,10 @@ from typing import Any
 
 import torch
 
+from _common import write_results
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.export import export_onnx
 from deepshrink.metrics import evaluate, latency_ms
-from deepshrink.metrics.benchmark import write_benchmark
 from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
 from deepshrink.models import create_model, load_weights
@@ -199,16 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     models = ["resnet20"] if args.quick else args.models.split(",")
     rows = [row for arch in models for row in Bench(args, arch).rows()]
-    out = args.out or str(ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks"))
     budget = {"threads": args.threads, "calibration_images": 128 if args.quick else 512,
               "qat_epochs": args.qat_epochs, "low_bit_epochs": args.low_bit_epochs, "quick": args.quick,
               "qat_batches_per_epoch": 5 if args.quick else args.limit_batches, "qat_batch_size": QAT_DEFAULTS.get("batch_size"),
               "test_images": 1000 if args.quick else 10000}
-    command = "python benchmarks/quant_resnet.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    paths = write_benchmark("quant_resnet", rows, command=command.strip(), budget=budget, out_dir=out,
-                            notes="top1: deployed ONNX Runtime accuracy (fake_quant_top1: simulated). "
-                                  "speedups: FP32 ORT latency / row latency, same threads.")
-    print("\n".join(map(str, paths)))
+    write_results("quant_resnet", rows, args, argv, budget=budget,
+                  notes="top1: deployed ONNX Runtime accuracy (fake_quant_top1: simulated). "
+                        "speedups: FP32 ORT latency / row latency, same threads.")
     return 0
 
 

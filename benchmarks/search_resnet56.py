@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, row_names
+from _common import add_budget_args, add_io_args, row_names, write_results
 from deepshrink.data import load_data, subset
 from deepshrink.metrics import evaluate, profile
-from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, load_weights
 from deepshrink.errors import BudgetError
 from deepshrink.nas.search import LatencyConfig, SearchConfig, measure_model, search
@@ -140,18 +139,15 @@ def main(argv: list[str] | None = None) -> int:
               f"MACs x{record['macs_ratio']}, "
               f"{record['latency_ms']['ort_b1_p10']} ms ({record['speedup']}x), {record['minutes']} min", flush=True)
 
-    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"finetune": finetune.model_dump(mode="json"), "macs_keep": args.macs, "speedup": args.speedup,
               "search": {k: v for k, v in search_options.items() if k != "latency"}
               | {"latency": latency.model_dump(mode="json")},
               "test_images": len(scored.test)}
-    command = "python benchmarks/search_resnet56.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     notes = ("top1_pruned: test top-1 right after pruning (searched rows: BatchNorm recalibrated), before fine-tuning. "
              "latency_ms.ort_b1_p10: what the latency search targets (batch 1, 10th percentile of repeated runs); "
              "speedup: baseline ort_b1_p10 / row ort_b1_p10. ort_b1/ort_b64: medians (noisy on a shared machine).")
     notes += "".join(f"\n\nNot reachable: {failure}" for failure in failures)
-    paths = write_benchmark(NAME, records, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print("wrote", *paths)
+    write_results(NAME, records, args, argv, budget=budget, notes=notes)
     return 0
 
 

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads
+from _common import add_budget_args, add_io_args, apply_threads, write_results
 from deepshrink.data import load_data, subset
 from deepshrink.metrics import evaluate, profile
-from deepshrink.metrics.benchmark import row_from_profile, write_benchmark
+from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, is_model_dir, list_models, load, load_weights, save_model
 from deepshrink.training import TrainConfig, train
 
@@ -88,14 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>16}: top-1 {rows[-1]['top1']:.2f} % ({source}), {measured.params:,} params, "
               f"{measured.macs:,} MACs, ort_b64 {measured.latency_ms.get('ort_b64')} ms", flush=True)
 
-    out = Path(args.out) if args.out else ROOT / ("runs/benchmarks" if args.quick else "docs/benchmarks")
     budget = {"train": config.model_dump(mode="json"), "images_per_model": config.epochs * 128
               * (config.limit_batches or -(-len(data.train) // 128)), "test_images": len(scored.test)}
-    command = "python benchmarks/zoo_cifar10.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     notes = ("top1 of models 'trained here' is what the stated short budget buys from scratch, not the "
              "architecture's reachable accuracy; the ResNets load the shared checkpoints.")
-    paths = write_benchmark(NAME, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
-    print("wrote", *paths)
+    write_results(NAME, rows, args, argv, budget=budget, notes=notes)
     return 0
 
 
