@@ -53,3 +53,42 @@ def write_results(name: str, rows: list[dict], args: argparse.Namespace, argv: l
     command = f"python benchmarks/{Path(sys.argv[0]).name} " + shlex.join(sys.argv[1:] if argv is None else argv)
     paths = write_benchmark(name, rows, command=command.strip(), budget=budget, out_dir=out, notes=notes)
     print("wrote", *paths, flush=True)
+
+
+def interleaved_latency(graphs: dict[str, Path], input_size, threads: int | None, *, budget_s: float = 5.0,
+                        reference: str = "baseline") -> dict[str, dict[str, float]]:
+    """ONNX Runtime latency of every graph at batch 1 and 64, measured in interleaved rounds in one
+    session at the end of a run (rows trained hours apart on a shared machine would otherwise be
+    timed under different loads); adds speed-ups against `reference`."""
+    from deepshrink.quantization.int8_export import paired_latency_ms
+
+    by_batch = {b: paired_latency_ms(graphs, b, input_size, threads=threads, budget_s=budget_s) for b in (1, 64)}
+    return {name: {"latency_ms": {f"ort_b{b}": round(ms[name], 4) for b, ms in by_batch.items()},
+                   "speedup_b1": round(by_batch[1][reference] / by_batch[1][name], 3),
+                   "speedup_b64": round(by_batch[64][reference] / by_batch[64][name], 3)}
+            for name in graphs}
+
+
+class RowCache:
+    """Finished rows of a long benchmark on disk (the row's record as JSON and its ONNX graph), so an
+    interrupted run resumes after the last finished row."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def onnx(self, name: str) -> Path:
+        return self.folder / f"{name}.onnx"
+
+    def get(self, name: str) -> dict | None:
+        from deepshrink.fileio import read_json
+
+        record = self.folder / f"{name}.json"
+        return read_json(record) if record.is_file() and self.onnx(name).is_file() else None
+
+    def put(self, name: str, record: dict, model) -> None:
+        from deepshrink.export import export_onnx
+        from deepshrink.fileio import write_json
+
+        export_onnx(model, self.onnx(name))
+        write_json(self.folder / f"{name}.json", record)  # last: its presence marks the row finished

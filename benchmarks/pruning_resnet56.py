@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, row_names, write_results
+from _common import RowCache, add_budget_args, add_io_args, apply_threads, interleaved_latency, row_names, write_results
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.metrics import evaluate, profile
@@ -59,6 +59,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add_budget_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(ROOT / "runs" / NAME), help="finished rows (JSON + ONNX), resumed when present")
     return p.parse_args(argv)
 
 
@@ -69,6 +70,26 @@ def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Mo
                    data=calibration, **scope)
     return result.model, {"ratio": round(result.report["ratio"], 4),
                           "verified_rel_error": result.report["verification"]["max_relative_error"]}
+
+
+def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1) -> dict:
+    """Prune with our criterion or Torch-Pruning's, fine-tune and score; the record carries the model."""
+    start = time.perf_counter()
+    if name in OURS:
+        model, extra = prune_ours(baseline, OURS[name], args, calibration)
+    else:
+        model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
+    pruned_top1 = top1(model)
+    result = train(model, data, config)
+    model = result.model.to("cpu").eval()
+    measured = profile(model, runtimes=())
+    after = top1(model)
+    return row_from_profile(
+        name, measured, top1=after, method=name, top1_pruned=pruned_top1, delta_top1=round(after - base_top1, 2),
+        macs_ratio=round(base_profile.macs / measured.macs, 3), params_ratio=round(base_profile.params / measured.params, 3),
+        minutes=round((time.perf_counter() - start) / 60, 2),
+        train_loss=result.history[-1].get("train_loss") if result.history else None, **extra,
+    ) | {"model": model}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,41 +115,34 @@ def main(argv: list[str] | None = None) -> int:
     def top1(model: torch.nn.Module) -> float:
         return evaluate(model, scored, split="test", device=device)["top1"]
 
-    base_profile = profile(baseline)
+    cache = RowCache(Path(args.work + ("-quick" if args.quick else "")))
+    base_profile = profile(baseline, runtimes=())
     base_top1 = top1(baseline)
+    cache.put("baseline", {}, baseline)
     records = [row_from_profile("baseline", base_profile, top1=base_top1, method="unpruned")]
     print(f"{'baseline':>10}: top-1 {base_top1:.2f} %, {base_profile.macs:,} MACs", flush=True)
     for name in rows_wanted:
-        start = time.perf_counter()
-        if name in OURS:
-            model, extra = prune_ours(baseline, OURS[name], args, calibration)
-        else:
-            model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
-        pruned_top1 = top1(model)
-        result = train(model, data, config)
-        model = result.model.to("cpu").eval()
-        measured = profile(model)
-        after = top1(model)
-        speedup = {k: round(base_profile.latency_ms[k] / v, 3) for k, v in measured.latency_ms.items() if v}
-        record = row_from_profile(
-            name, measured, top1=after, method=name, top1_pruned=pruned_top1, delta_top1=round(after - base_top1, 2),
-            macs_ratio=round(base_profile.macs / measured.macs, 3),
-            params_ratio=round(base_profile.params / measured.params, 3), latency_speedup=speedup,
-            minutes=round((time.perf_counter() - start) / 60, 2),
-            train_loss=result.history[-1].get("train_loss") if result.history else None, **extra,
-        )
+        record = cache.get(name)
+        if record is None:
+            record = finetuned_row(name, baseline, args, data, calibration, config, top1, base_profile, base_top1)
+            cache.put(name, record, record.pop("model"))
         records.append(record)
-        print(f"{name:>10}: top-1 {pruned_top1:.2f} % -> {after:.2f} % after fine-tuning, "
-              f"{record['macs_ratio']}x fewer MACs, ort_b64 speed-up {speedup.get('ort_b64')}, "
-              f"{record['minutes']} min", flush=True)
+        print(f"{name:>10}: top-1 {record['top1_pruned']:.2f} % -> {record['top1']:.2f} % after fine-tuning, "
+              f"{record['macs_ratio']}x fewer MACs, {record['minutes']} min", flush=True)
+
+    latency = interleaved_latency({r["name"]: cache.onnx(r["name"]) for r in records}, data.input_size, args.threads,
+                                  budget_s=1.0 if args.quick else 5.0)
+    for record in records:
+        record.update(latency[record["name"]])
 
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
               "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
               "macs_keep": args.macs_keep, "scope": args.scope, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
-    notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. latency_speedup: baseline latency / "
-             "row latency. tp-*: Torch-Pruning; tp_full_error is what its full pruning of the option-A shortcuts "
-             "raised, the row itself is its intra-block workaround.")
+    notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. speedup_b1/b64: baseline latency / "
+             "row latency, all rows timed interleaved in one ONNX Runtime session at the end. tp-*: Torch-Pruning; "
+             "tp_full_error is what its full pruning of the option-A shortcuts raised, the row itself is its "
+             "intra-block workaround.")
     write_results(NAME, records, args, argv, budget=budget, notes=notes)
     return 0
 
