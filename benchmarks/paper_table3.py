@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from _common import add_budget_args, add_io_args, apply_threads, write_results
+from _common import add_budget_args, add_io_args, apply_threads, interleaved_latency, write_results
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.distillation import DistillConfig, distill
@@ -48,7 +48,6 @@ from deepshrink.models import create_model, load, load_weights
 from deepshrink.pipeline import compress
 from deepshrink.pruning import prune
 from deepshrink.quantization import ort_quantize_static
-from deepshrink.quantization.int8_export import paired_latency_ms
 from deepshrink.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,15 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # One measurement for all: deployed accuracy, file bytes, interleaved ORT latency.
     budget_s = 1.0 if args.quick else 5.0
-    latency = {b: paired_latency_ms(onnx, b, data.input_size, threads=args.threads, budget_s=budget_s) for b in (1, 64)}
+    latency = interleaved_latency(onnx, data.input_size, args.threads, budget_s=budget_s)
     rows = []
     for name, path in onnx.items():
-        ms = {f"ort_b{b}": round(latency[b][name], 4) for b in (1, 64)}
         rows.append({
             "name": name, "top1": evaluate_onnx(path, scored)["top1"], "params": count_params(models[name]),
-            "macs": macs(models[name])[0], "bytes": path.stat().st_size, "latency_ms": ms,
-            "speedup_b1": round(latency[1]["baseline"] / latency[1][name], 3),
-            "speedup_b64": round(latency[64]["baseline"] / latency[64][name], 3),
+            "macs": macs(models[name])[0], "bytes": path.stat().st_size, **latency[name],
             "bytes_ratio": round(path.stat().st_size / onnx["baseline"].stat().st_size, 4),
             "int8": name in ("ours", "peer-glue"), "minutes": round(minutes.get(name, 0.0), 1), **extra[name],
         })
@@ -175,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["delta_top1"] = round(row["top1"] - rows[0]["top1"], 2)
 
-    budget = {"epochs": train_config.epochs, "limit_batches": train_config.limit_batches, "qat_epochs": args.qat_epochs, "qat_batches": args.qat_batches,
+    budget = {"epochs": train_config.epochs, "limit_batches": train_config.limit_batches,
+              "qat_epochs": args.qat_epochs, "qat_batches": args.qat_batches,
               "probe_batches": args.probe_batches, "train": train_config.model_dump(mode="json"),
               "test_images": len(scored.test), "threads": torch.get_num_threads(), "quick": args.quick}
     notes = (f"Paper (original CIFAR-10, seed 001 Table 3): baseline {PAPER['baseline']} %, PF {PAPER['pf']} %, "
