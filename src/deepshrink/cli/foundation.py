@@ -36,10 +36,11 @@ def list_models_command() -> None:
 
     from deepshrink.models import MODELS, list_models
 
-    table = Table("name", "input", "params", "about")
+    table = Table("name", "input", "params", "description")
     for name in list_models():
         meta = MODELS.meta(name)
-        table.add_row(name, "x".join(map(str, meta.get("input_size", ()))), f"{meta.get('params', 0):,}", meta.get("about", ""))
+        table.add_row(name, "x".join(map(str, meta.get("input_size", ()))), f"{meta.get('params', 0):,}",
+                      meta.get("description", ""))
     console.print(table)
 
 
