@@ -1,5 +1,6 @@
 """The example recipes: each validates, and seed 001's ResNet-32 recipe runs every step in smoke
-mode on the real CIFAR-10 JPEG copy and checkpoints (skipped without ../shared)."""
+mode on the real CIFAR-10 JPEG copy and checkpoints, through to ONNX and ncnn (skipped without
+../shared)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,5 @@ def test_paper_resnet32_recipe_runs_every_step_in_smoke_mode(shared_dir: Path, t
     allocation = report["steps"][1]["distill"]["allocation"]
     assert allocation is not None and abs(report["steps"][1]["distill"]["alpha"] + report["steps"][1]["distill"]["beta"] - 1) < 1e-6
     assert (tmp_path / "run" / "final" / "model.int8.onnx").is_file()
+    ncnn = report["deploy"]["export"]["ncnn"]  # §4.2: the pruned, distilled float model on ncnn
+    assert ncnn["max_abs_error_vs_torch"] < 1e-3 and ncnn["bytes"] < 0.6 * baseline["bytes"]

@@ -11,17 +11,20 @@ from typing import Any
 import torch.nn as nn
 
 from deepshrink.errors import ConfigError
+from deepshrink.export.ncnn_export import NcnnResult, export_ncnn
 from deepshrink.export.onnx_export import export_onnx
 from deepshrink.registry import Registry
 
-# format name -> writer(model, path, **options) -> Path
-FORMATS: Registry[Callable[..., Path]] = Registry("export format")
+# format name -> writer(model, path, **options): the file written (onnx), or a result (ncnn)
+FORMATS: Registry[Callable[..., Any]] = Registry("export format")
 FORMATS.register("onnx")(export_onnx)
+FORMATS.register("ncnn")(export_ncnn)  # path is a directory; needs the optional `ncnn` extra
 
 
-def export(model: nn.Module, path: str | os.PathLike, *, format: str = "onnx", **options: Any) -> Path:
-    """Write `model` to `path` in `format` (see FORMATS); options go to that format's writer,
-    e.g. `export(model, "m.onnx", input_size=(3, 32, 32), opset=17)`."""
+def export(model: nn.Module, path: str | os.PathLike, *, format: str = "onnx", **options: Any) -> Path | NcnnResult:
+    """Write `model` to `path` in `format` (see FORMATS); options go to that format's writer and its
+    result is returned: e.g. `export(model, "m.onnx", input_size=(3, 32, 32), opset=17)` gives the
+    path, `export(model, "out/", format="ncnn")` an NcnnResult (verified against PyTorch)."""
     writer = FORMATS.get(format)
     try:
         inspect.signature(writer).bind(model, path, **options)
