@@ -86,9 +86,16 @@ class RowCache:
         record = self.folder / f"{name}.json"
         return read_json(record) if record.is_file() and self.onnx(name).is_file() else None
 
-    def put(self, name: str, record: dict, model) -> None:
+    def put(self, name: str, record: dict, model=None, *, onnx: Path | None = None) -> None:
+        """Store the row's graph (`model` exported to ONNX, or the ready `onnx` file) and record."""
+        import shutil
+
         from deepshrink.export import export_onnx
         from deepshrink.fileio import write_json
 
-        export_onnx(model, self.onnx(name))
+        if onnx is not None:
+            if Path(onnx).resolve() != self.onnx(name).resolve():
+                shutil.copyfile(onnx, self.onnx(name))
+        else:
+            export_onnx(model, self.onnx(name))
         write_json(self.folder / f"{name}.json", record)  # last: its presence marks the row finished

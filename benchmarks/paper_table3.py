@@ -10,6 +10,8 @@ Rows, every one measured here in the same run:
   (`deepshrink compress`) up to its distillation step: FPGM 0.5 through the option-A shortcuts
   with the classifier whole, KD from ResNet-56 with eq. 7 weights (`weights: auto`), `--epochs`;
 - `ours`: the same run's final int8 model (QAT fine-tune, exported as QDQ ONNX);
+- `ours-full`: the same recipe with `protect_ends: false`: the block outputs are pruned through the
+  option-A shortcuts too (about 4x fewer MACs), which Torch-Pruning cannot do on this model;
 - `peer-glue`: the same protocol from the peers a user reaches for today: Torch-Pruning FPGM at
   0.5 with block outputs protected (it fails through option-A shortcuts otherwise), Hinton KD
   from ResNet-56 (T = 4, alpha = 0.3 labels, beta = 0.7 teacher) for the same epochs, ONNX Runtime
@@ -22,7 +24,7 @@ latency is interleaved across all rows at batch 1 and 64 (`speedup_*` = baseline
     python benchmarks/paper_table3.py --epochs 15          # the issue's protocol (hours on 2 CPU cores)
     python benchmarks/paper_table3.py --quick              # smoke run, a few minutes
 
-The pipeline run lives in `--work` (default runs/paper_table3) and resumes when re-run.
+Finished rows and the pipeline runs live in `--work` (default runs/paper_table3); a re-run resumes.
 Writes docs/benchmarks/paper_table3.{json,md} (--quick: runs/benchmarks/)."""
 
 from __future__ import annotations
@@ -31,17 +33,17 @@ import argparse
 import copy
 import dataclasses
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from _common import add_budget_args, add_io_args, apply_threads, interleaved_latency, write_results
+from _common import RowCache, add_budget_args, add_io_args, apply_threads, interleaved_latency, row_names, write_results
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.distillation import DistillConfig, distill
-from deepshrink.export import export_onnx
 from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
 from deepshrink.models import create_model, load, load_weights
@@ -55,6 +57,7 @@ NAME = "paper_table3"
 RECIPE = ROOT / "examples" / "recipes" / "paper-resnet32-cifar10.yaml"
 PAPER = {"baseline": 91.97, "pf": 92.54, "ours": 93.28, "bytes_fp32": 3_726_000, "bytes_ours": 1_842_000}
 PEER_KD = {"alpha": 0.3, "beta": 0.7}
+ROWS = ("baseline", "pf", "fpgm", "fpgm+kd", "ours", "peer-glue", "ours-full")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--probe-batches", type=int, default=150, help="batches of each eq. 7 probe run (default 150)")
     p.add_argument("--quick", action="store_true", help="smoke run: pipeline --smoke, 3 batches per row, 500 test images")
     p.add_argument("--work", default=str(ROOT / "runs" / NAME), help="pipeline run directory (resumed when present)")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of " + ",".join(ROWS))
     p.add_argument("--seed", type=int, default=0)
     add_io_args(p)
     add_budget_args(p)
@@ -95,82 +99,109 @@ def step_options(recipe: dict, kind: str) -> dict:
     return next(options for step in recipe["steps"] for k, options in step.items() if k == kind)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    apply_threads(args.threads)
-    shared = Path(args.shared)
-    work = Path(args.work + ("-quick" if args.quick else ""))
-    work.mkdir(parents=True, exist_ok=True)
-    recipe = recipe_for(args)
-    data = load_data(recipe["data"], seed=args.seed)
-    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+class Table3:
+    """The loaded data, models and budgets; one method per row, each returning (record, model or
+    None, ONNX file or None). Finished rows are cached, so an interrupted run resumes."""
 
-    def zoo(name: str, weights: Path) -> torch.nn.Module:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, shared = args, Path(args.shared)
+        self.work = Path(args.work + ("-quick" if args.quick else ""))
+        self.recipe = recipe_for(args)
+        self.data = load_data(self.recipe["data"], seed=args.seed)
+        self.baseline = self.zoo("resnet32", shared / "weights" / "cifar10-jpeg" / "resnet32.pth")
+        self.teacher = self.zoo("resnet56", shared / "weights" / "cifar10-jpeg" / "resnet56.pth")
+        self.train_config = TrainConfig(**{**step_options(self.recipe, "distill")["train"], "seed": args.seed,
+                                           "limit_batches": 3 if args.quick else args.limit_batches,
+                                           "epochs": 1 if args.quick else args.epochs, "progress": sys.stdout.isatty()})
+        self.calibration = list(BatchLoader(self.data.train, 64, train=False, augment=False, mean=self.data.mean,
+                                            std=self.data.std, seed=args.seed, limit_batches=2 if args.quick else 8))
+
+    def zoo(self, name: str, weights: Path) -> torch.nn.Module:
+        data = self.data
         model = create_model(name, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std)
         return load_weights(model, weights).eval()
 
-    baseline = zoo("resnet32", shared / "weights" / "cifar10-jpeg" / "resnet32.pth")
-    teacher = zoo("resnet56", shared / "weights" / "cifar10-jpeg" / "resnet56.pth")
-    prune_options = step_options(recipe, "prune")
-    train_config = TrainConfig(**{**step_options(recipe, "distill")["train"], "seed": args.seed,
-                                  "limit_batches": 3 if args.quick else args.limit_batches,
-                                  "epochs": 1 if args.quick else args.epochs, "progress": sys.stdout.isatty()})
-    calibration = list(BatchLoader(data.train, 64, train=False, augment=False, mean=data.mean, std=data.std,
-                                   seed=args.seed, limit_batches=2 if args.quick else 8))
-    minutes: dict[str, float] = {}
-    models: dict[str, torch.nn.Module] = {"baseline": baseline}
-    onnx: dict[str, Path] = {"baseline": export_onnx(baseline, work / "baseline.onnx")}
-    extra: dict[str, dict] = {name: {} for name in ("baseline", "pf", "fpgm", "fpgm+kd", "ours", "peer-glue")}
+    def build(self, name: str):
+        if name == "baseline":
+            return {}, self.baseline, None
+        if name in ("pf", "fpgm"):  # prune as the recipe does, then plain cross-entropy fine-tuning
+            options = {**step_options(self.recipe, "prune"), "criterion": "l1" if name == "pf" else "fpgm"}
+            model = train(prune(self.baseline, **options).model, self.data, self.train_config).model
+            return {}, model.cpu().eval(), None
+        if name in ("fpgm+kd", "ours", "ours-full"):
+            return self.pipeline(name)
+        return self.peer_glue()
 
-    # pf and fpgm: prune as the recipe does, then plain cross-entropy fine-tuning.
-    for name, criterion in (("pf", "l1"), ("fpgm", "fpgm")):
-        start = time.perf_counter()
-        pruned = prune(baseline, **{**prune_options, "criterion": criterion}).model
-        models[name] = train(pruned, data, train_config).model.cpu().eval()
-        onnx[name] = export_onnx(models[name], work / f"{name}.onnx")
-        minutes[name] = (time.perf_counter() - start) / 60
-        print(f"{name}: done in {minutes[name]:.1f} min", flush=True)
+    def pipeline(self, name: str):
+        """The example recipe through `deepshrink compress`, as a user runs it; `ours-full` prunes
+        the block outputs through the option-A shortcuts too (protect_ends off)."""
+        recipe = copy.deepcopy(self.recipe)
+        folder = "pipeline"
+        if name == "ours-full":
+            step_options(recipe, "prune")["protect_ends"] = False
+            folder = "pipeline-full"
+        report = compress(recipe, out=self.work / folder, smoke=self.args.quick, command=f"paper_table3 {recipe['name']}")
+        steps = {s["kind"]: s for s in report["steps"]}
+        step_dirs = self.work / folder / "steps"
+        model = load(next(step_dirs.glob("*-distill")) / "model").eval()  # int8 keeps params and MACs
+        kd = steps["distill"]["distill"]
+        record = {"alpha": kd["alpha"], "beta": kd["beta"], "allocation": kd["allocation"],
+                  "pipeline_seconds": {k: s["seconds"] for k, s in steps.items()}}
+        onnx = None if name == "fpgm+kd" else next(step_dirs.glob("*-quantize")) / "model.int8.onnx"
+        return record, model, onnx
 
-    # fpgm+kd and ours: the example recipe through the pipeline, as a user runs it.
-    start = time.perf_counter()
-    report = compress(recipe, out=work / "pipeline", smoke=args.quick, command=f"paper_table3 {recipe['name']}")
-    steps = {s["kind"]: s for s in report["steps"]}
-    pipeline_dir = work / "pipeline" / "steps"
-    models["fpgm+kd"] = load(next(pipeline_dir.glob("*-distill")) / "model").eval()
-    models["ours"] = models["fpgm+kd"]  # int8 does not change params or MACs
-    onnx["fpgm+kd"] = export_onnx(models["fpgm+kd"], work / "fpgm+kd.onnx")
-    onnx["ours"] = next(pipeline_dir.glob("*-quantize")) / "model.int8.onnx"
-    minutes["fpgm+kd"] = minutes["ours"] = sum(s["seconds"] for s in report["steps"]) / 60
-    kd = steps["distill"]["distill"]
-    extra["fpgm+kd"] = {"alpha": kd["alpha"], "beta": kd["beta"], "allocation": kd["allocation"],
-                        "pipeline_seconds": {k: s["seconds"] for k, s in steps.items()}}
-    print(f"pipeline: done in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+    def peer_glue(self):
+        """Torch-Pruning FPGM (intra-block) -> Hinton KD -> ONNX Runtime quantize_static."""
+        pruned, record = torch_pruning_prune(self.baseline, "fpgm", self.calibration, full_ratio=0.5, intra_ratio=0.5)
+        config = DistillConfig(temperature=4.0, weights=PEER_KD, train=self.train_config)
+        model = distill(copy.deepcopy(pruned), self.teacher, self.data, config).model.cpu().eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = ort_quantize_static(model, [b for b, _ in self.calibration], Path(tmp) / "peer.int8.onnx")
+            return record, model, onnx.read_bytes()
 
-    # peer-glue: Torch-Pruning -> Hinton KD -> ONNX Runtime quantize_static.
-    start = time.perf_counter()
-    pruned, extra["peer-glue"] = torch_pruning_prune(baseline, "fpgm", calibration, full_ratio=0.5, intra_ratio=0.5)
-    config = DistillConfig(temperature=4.0, weights=PEER_KD, train=train_config)
-    models["peer-glue"] = distill(copy.deepcopy(pruned), teacher, data, config).model.cpu().eval()
-    onnx["peer-glue"] = ort_quantize_static(models["peer-glue"], [b for b, _ in calibration], work / "peer-glue.int8.onnx")
-    minutes["peer-glue"] = (time.perf_counter() - start) / 60
-    print(f"peer-glue: done in {minutes['peer-glue']:.1f} min", flush=True)
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    apply_threads(args.threads)
+    rows_wanted = row_names(args.rows, ROWS)
+    bench = Table3(args)
+    cache = RowCache(bench.work / "rows")
+    records = []
+    for name in ["baseline"] + [r for r in rows_wanted if r != "baseline"]:
+        record = cache.get(name)
+        if record is None:
+            start = time.perf_counter()
+            record, model, onnx = bench.build(name)
+            record = {"params": count_params(model), "macs": macs(model)[0], "int8": onnx is not None,
+                      "minutes": round((time.perf_counter() - start) / 60, 1), **record}
+            if isinstance(onnx, bytes):  # a graph that lived in a temporary folder
+                cache.onnx(name).write_bytes(onnx)
+                onnx = cache.onnx(name)
+            cache.put(name, record, model, onnx=onnx)
+        records.append({"name": name, **record})
+        print(f"{name}: ready ({record['minutes']} min)", flush=True)
+    onnx = {r["name"]: cache.onnx(r["name"]) for r in records}
+    data = bench.data
+    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
 
     # One measurement for all: deployed accuracy, file bytes, interleaved ORT latency.
     budget_s = 1.0 if args.quick else 5.0
     latency = interleaved_latency(onnx, data.input_size, args.threads, budget_s=budget_s)
     rows = []
-    for name, path in onnx.items():
+    for record in records:
+        name, path = record["name"], onnx[record["name"]]
         rows.append({
-            "name": name, "top1": evaluate_onnx(path, scored)["top1"], "params": count_params(models[name]),
-            "macs": macs(models[name])[0], "bytes": path.stat().st_size, **latency[name],
+            "name": name, "top1": evaluate_onnx(path, scored)["top1"], "params": record["params"], "macs": record["macs"],
+            "bytes": path.stat().st_size, **latency[name],
             "bytes_ratio": round(path.stat().st_size / onnx["baseline"].stat().st_size, 4),
-            "int8": name in ("ours", "peer-glue"), "minutes": round(minutes.get(name, 0.0), 1), **extra[name],
+            **{k: v for k, v in record.items() if k not in ("name", "params", "macs")},
         })
         print(f"{name:>10}: top-1 {rows[-1]['top1']:.2f} %, {rows[-1]['macs']:,} MACs, {rows[-1]['bytes']:,} B, "
               f"b64 x{rows[-1]['speedup_b64']}", flush=True)
     for row in rows:
         row["delta_top1"] = round(row["top1"] - rows[0]["top1"], 2)
 
+    train_config = bench.train_config
     budget = {"epochs": train_config.epochs, "limit_batches": train_config.limit_batches,
               "qat_epochs": args.qat_epochs, "qat_batches": args.qat_batches,
               "probe_batches": args.probe_batches, "train": train_config.model_dump(mode="json"),
