@@ -64,6 +64,18 @@ def _reusable_prefix(recipe: Recipe, state: dict[str, Any], from_index: int | No
     return done
 
 
+def smoke_data(data, seed: int):
+    """Random evaluation subsets for --smoke: test splits are often sorted by class, and the first
+    batches of one class would make a collapsed model look perfect."""
+    import dataclasses
+
+    from deepshrink.data import subset
+    from deepshrink.pipeline.context import SMOKE_BATCHES
+
+    size = SMOKE_BATCHES * 256
+    return dataclasses.replace(data, test=subset(data.test, size, seed), val=subset(data.val, size, seed))
+
+
 def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, smoke: bool = False,
                command: str = "") -> dict[str, Any]:
     from deepshrink.data import load_data
@@ -73,6 +85,8 @@ def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, s
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "recipe.resolved.json", recipe.resolved())
     data = load_data(recipe.data, seed=recipe.seed)
+    if smoke:
+        data = smoke_data(data, recipe.seed)
     torch.manual_seed(recipe.seed)  # a model trained from scratch starts from the same weights every run
     model = resolve_model(recipe.model.name, weights=recipe.model.weights, num_classes=data.num_classes,
                           input_size=data.input_size, mean=data.mean, std=data.std)

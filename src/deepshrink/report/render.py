@@ -48,6 +48,34 @@ def _fmt_ratio(value: float | None, base: float | None, integer: bool = False) -
     return text
 
 
+def deploy_rows(deploy: dict[str, Any]) -> list[list[str]]:
+    """One row per deployed artifact and metric: ('export: onnx_int8', 'bytes', '270,120')."""
+    rows = []
+    for step, artifacts in deploy.items():
+        for artifact, values in artifacts.items():
+            values = values if isinstance(values, dict) else {"value": values}
+            rows += [[f"{step}: {artifact}", key, _fmt_value(value)] for key, value in values.items()]
+    return rows
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def machine_line(report: dict[str, Any]) -> str:
+    env, versions = report.get("machine", {}), report.get("versions", {})
+    parts = [env.get("cpu", "?"), f"{env.get('cores_available', '?')} cores", f"{env.get('torch_threads', '?')} torch threads",
+             env.get("os", "")]
+    parts += [f"{k} {v}" for k, v in versions.items() if v]
+    return ", ".join(p for p in parts if p)
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -78,14 +106,12 @@ def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     table = _markdown_table(header, stage_table(report.get("stages", [])))
     figures = _make_plots(report, run_dir)
     title = report.get("title", run_dir.name)
-    env = report.get("machine", {})
-    deploy = report.get("deploy", {})
+    deploy = deploy_rows(report.get("deploy", {}))
 
     md = [f"# {title}", "", f"Command: `{report.get('command', '')}`", "", table, ""]
     if deploy:
-        md += ["## Deployment", "", _markdown_table(["artifact", "metric", "value"], [
-            [name, key, str(value)] for name, values in deploy.items() for key, value in values.items()]), ""]
-    md += [f"Machine: {env}", ""]
+        md += ["## Deployment", "", _markdown_table(["artifact", "metric", "value"], deploy), ""]
+    md += [f"Machine: {machine_line(report)}", ""]
     md += [f"![{t}]({p.name})" for t, p in figures.items()]
     md_path = atomic_write_bytes(run_dir / "report.md", ("\n".join(md) + "\n").encode())
 
@@ -95,9 +121,12 @@ def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     for row in stage_table(report.get("stages", [])):
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     body.append("</table>")
-    for name, values in deploy.items():
-        body.append(f"<h3>{html.escape(name)}</h3><ul>" + "".join(
-            f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in values.items()) + "</ul>")
+    if deploy:
+        body.append("<h2>Deployment</h2><table border=1 cellpadding=4 style='border-collapse:collapse'>"
+                    "<tr><th>artifact</th><th>metric</th><th>value</th></tr>")
+        body += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in deploy]
+        body.append("</table>")
+    body.append(f"<p>Machine: {html.escape(machine_line(report))}</p>")
     for caption, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
         body.append(f"<figure><img src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>")
