@@ -41,6 +41,7 @@ import torch
 from _common import write_results
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.export import export_onnx
+from deepshrink.fileio import read_json, write_json
 from deepshrink.metrics import evaluate, latency_ms
 from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
@@ -72,7 +73,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--low-bit-epochs", type=int, default=8, help="QAT epochs at 3 bits and below, bwn, twn (default 8)")
     p.add_argument("--budget", type=float, default=0.15, help="mixed precision: weights within this x FP32 bytes")
     p.add_argument("--threads", type=int, default=2, help="threads for training, evaluation and latency")
-    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument("--rows", default=None, help="comma-separated row names to run when not finished yet (default: all)")
+    p.add_argument("--work", default=str(ROOT / "runs" / "quant_resnet"), help="finished rows, reused when re-run")
     p.add_argument("--limit-batches", type=int, default=None, help="cap every QAT epoch at this many batches (default: whole epochs)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--out", default=None, help="default docs/benchmarks (--quick: runs/benchmarks)")
@@ -142,10 +144,14 @@ class Bench:
         runs += [(f"cluster{k}", lambda k=k: self.cluster(k)) for k in (16, 32)]
         runs += [(f"mixed-{self.args.budget:g}", self.mixed)]
         out = []
-        for name, run in runs:
-            if wanted is None or name in wanted or name == "fp32":
+        for name, run in runs:  # finished rows come from --work; --rows picks which missing ones run
+            path = Path(self.args.work + ("-quick" if self.args.quick else "")) / f"{self.arch}-{name}.json"
+            if path.is_file():
+                out.append(read_json(path))
+            elif wanted is None or name in wanted or name == "fp32":
                 print(f"[{self.arch}] {name}", file=sys.stderr, flush=True)
-                out.append({"name": f"{self.arch}-{name}", **run()})
+                write_json(path, {"name": f"{self.arch}-{name}", **run()})
+                out.append(read_json(path))  # the JSON round trip makes fresh and cached rows alike
         return out
 
     def fp32(self) -> dict:
