@@ -24,3 +24,12 @@ def shared_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts and ends on one thread, whatever code under test set (the engine and the
+    latency measurements change it); on a 2-core machine a second thread mostly waits."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

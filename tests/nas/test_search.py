@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 
-import deepshrink
 from deepshrink.data import DataBundle, ImageSet
 from deepshrink.errors import BudgetError, ConfigError
 from deepshrink.metrics import macs

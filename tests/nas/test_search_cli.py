@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from deepshrink.cli.main import main
 from deepshrink.metrics import macs
@@ -14,14 +13,6 @@ from deepshrink.models import load
 
 ARGS = ["--model", "digits_cnn", "--data", "digits", "--no-protect-ends", "--ratios", "0,0.25,0.5,0.75",
         "--round-to", "4", "--generations", "1", "--population", "4", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_search_writes_plan_candidates_plot_and_model(tmp_path) -> None:

@@ -29,14 +29,6 @@ CONFIG = {"budget": "latency:1.25x", "ratios": (0.0, 0.25, 0.5, 0.75), "round_to
           "latency": {"batch_size": 8, "entry_seconds": 0.03, "model_seconds": 0.3}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)

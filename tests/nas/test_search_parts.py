@@ -44,14 +44,6 @@ class Mixed(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.last(x), 2).flatten(1))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name, size, protect_ends", [("resnet20", 16, True), ("mixed", 12, False)])
 def test_cost_model_predicts_the_pruned_model_exactly(name, size, protect_ends) -> None:
     model = Mixed() if name == "mixed" else create_model("resnet20")

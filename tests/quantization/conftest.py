@@ -1,5 +1,4 @@
-"""Fixtures for the quantisation tests. They run single-threaded: the models are tiny, and on a
-shared 2-core machine a second OpenMP thread mostly waits for the other (10x slower here)."""
+"""Fixtures for the quantisation tests (single-threaded like every test: see tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +6,6 @@ import pytest
 import torch
 
 from quant_models import classifier, fit, synthetic_bundle, with_spec
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
