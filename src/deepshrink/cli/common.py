@@ -85,3 +85,27 @@ def format_value(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value)
     return str(value)
+
+
+def read_options_file(path: str | None, what: str) -> dict[str, Any]:
+    """The YAML/JSON mapping of `what` options in `path` (--config, --recipe); {} without a file."""
+    import yaml
+
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        options = yaml.safe_load(handle) or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} options")
+    return options
+
+
+def build_model(name: str, weights: str | None, data: Any = None):
+    """A zoo (or package.module:factory) model with `weights`, shaped for `data` when given:
+    its classes, input size and normalisation."""
+    from deepshrink.models import resolve_model
+
+    if data is None:
+        return resolve_model(name, weights=weights)
+    return resolve_model(name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
+                         mean=data.mean, std=data.std)

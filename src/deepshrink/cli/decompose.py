@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from deepshrink.cli.common import console, model_options, print_kv_table
+from deepshrink.cli.common import build_model, console, model_options, print_kv_table
 from deepshrink.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
     from deepshrink.fileio import write_json
     from deepshrink.lowrank import build_config, decompose
     from deepshrink.metrics import count_params, macs
-    from deepshrink.models import resolve_model, save_model
+    from deepshrink.models import save_model
 
     if exclude and no_exclude:
         raise ConfigError("give --exclude or --no-exclude, not both")
@@ -95,10 +95,7 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
         from deepshrink.data import load_data
 
         data = load_data(data_spec)
-        model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
-                              mean=data.mean, std=data.std)
-    else:
-        model = resolve_model(model_name, weights=weights)
+    model = build_model(model_name, weights, data)
     out_dir = Path(out)
     write_json(out_dir / "decompose_config.json", config.model_dump(mode="json"))
     calibration = _calibration(data, calibration_images) if data is not None else None

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from deepshrink.cli.common import console, data_option, print_kv_table
+from deepshrink.cli.common import build_model, console, data_option, print_kv_table, read_options_file
 from deepshrink.errors import ConfigError
 
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "schedule", "seed", "limit_batches")
@@ -40,16 +40,9 @@ def _train_options(func: Callable) -> Callable:
 
 def _config(options: dict[str, Any], **fields: Any):
     """DistillConfig from the recipe file, overridden by the flags that were given."""
-    import yaml
-
     from deepshrink.distillation import DistillConfig
 
-    base: dict[str, Any] = {}
-    if options.get("recipe"):
-        with open(options["recipe"], encoding="utf-8") as handle:
-            base = yaml.safe_load(handle) or {}
-        if not isinstance(base, dict):
-            raise ConfigError(f"{options['recipe']}: expected a mapping of distillation options")
+    base = read_options_file(options.get("recipe"), "distillation")
     train = dict(base.get("train") or {})
     train.update({k: options[k] for k in _TRAIN_FLAGS if options.get(k) is not None})
     if options.get("no_augment"):
@@ -81,17 +74,11 @@ def _kd_weights(text: str | None) -> Any:
 
 
 def _models(names: tuple[str, ...], weights: tuple[str, ...], role: str, data: Any) -> list:
-    from deepshrink.models import resolve_model
 
     if len(weights) > len(names):
         raise ConfigError(f"--{role}-weights given {len(weights)} times for {len(names)} --{role} models")
     padded = list(weights) + [None] * (len(names) - len(weights))
-    return [
-        resolve_model(
-            name, weights=path, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
-        )
-        for name, path in zip(names, padded)
-    ]
+    return [build_model(name, path, data) for name, path in zip(names, padded)]
 
 
 def _load_data(spec: str, seed: int | None):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from deepshrink.cli.common import (
+    build_model,
     console,
     data_option,
     model_options,
@@ -64,13 +65,11 @@ def train(model_name, weights, data_spec, epochs, batch_size, lr, optimizer, sch
     from deepshrink.data import load_data
     from deepshrink.fileio import write_json
     from deepshrink.metrics import evaluate
-    from deepshrink.models import resolve_model, save_model
+    from deepshrink.models import save_model
     from deepshrink.training import TrainConfig, train as run_training
 
     data = load_data(data_spec, seed=seed)
-    model = resolve_model(
-        model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
-    )
+    model = build_model(model_name, weights, data)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule,
                  "seed": seed, "limit_batches": limit_batches}
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
@@ -95,12 +94,9 @@ def eval_command(model_name, weights, data_spec, split, batch_size, json_path) -
     """
     from deepshrink.data import load_data
     from deepshrink.metrics import evaluate
-    from deepshrink.models import resolve_model
 
     data = load_data(data_spec)
-    model = resolve_model(
-        model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std
-    )
+    model = build_model(model_name, weights, data)
     metrics = evaluate(model, data, split=split, batch_size=batch_size)
     console.print(f"top-1 {metrics['top1']:.2f} %   top-5 {metrics['top5']:.2f} %   ({metrics['n']} {split} images)")
     write_json_file(json_path, metrics)

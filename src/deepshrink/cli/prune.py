@@ -9,23 +9,16 @@ from typing import Any
 
 import click
 
-from deepshrink.cli.common import console, model_options, print_kv_table
+from deepshrink.cli.common import build_model, console, model_options, print_kv_table, read_options_file
 from deepshrink.errors import ConfigError
 
 
 def _config(options: dict[str, Any]):
     """PruneConfig from --config (YAML/JSON), with the flags that were given on top."""
-    import yaml
-
     from deepshrink.pruning import PruneConfig
     from deepshrink.pruning.config import parse_config
 
-    base: dict[str, Any] = {}
-    if options["config_path"]:
-        with open(options["config_path"], encoding="utf-8") as handle:
-            base = yaml.safe_load(handle) or {}
-        if not isinstance(base, dict):
-            raise ConfigError(f"{options['config_path']}: expected a mapping of pruning options")
+    base = read_options_file(options["config_path"], "pruning")
     budgets = [(m, options[f"{m}_budget"]) for m in ("macs", "params") if options[f"{m}_budget"] is not None]
     if len(budgets) > 1:
         raise ConfigError("give at most one of --macs-budget and --params-budget")
@@ -77,7 +70,7 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, l
     --criterion fpgm --ratio 0.5 --out runs/r32-fpgm
     """
     from deepshrink.fileio import write_json
-    from deepshrink.models import resolve_model, save_model
+    from deepshrink.models import save_model
     from deepshrink.pruning import prune
 
     config = _config(options)
@@ -89,10 +82,7 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, l
         from deepshrink.data import load_data
 
         data = load_data(data_spec)
-        model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
-                              mean=data.mean, std=data.std)
-    else:
-        model = resolve_model(model_name, weights=weights)
+    model = build_model(model_name, weights, data)
     write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
     calibration = _calibration(data, config.advanced.calibration_batches) if data is not None else None
     finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches) if finetune_epochs else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from deepshrink.cli.common import data_option, model_options, print_kv_table
+from deepshrink.cli.common import build_model, data_option, model_options, print_kv_table
 from deepshrink.errors import ConfigError
 
 _OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
@@ -57,7 +57,7 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     """
     from deepshrink.data import load_data
     from deepshrink.fileio import write_json
-    from deepshrink.models import resolve_model, save_model
+    from deepshrink.models import save_model
     from deepshrink.quantization import QuantizeConfig
     from deepshrink.quantization import quantize as run_quantize
 
@@ -73,8 +73,7 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
         options["train"] = {**QAT_DEFAULTS, **{k: v for k, v in training.items() if v is not None}}
     config = QuantizeConfig(**options)  # validated before any data is read
     data = load_data(data_spec)
-    model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
-                          mean=data.mean, std=data.std)
+    model = build_model(model_name, weights, data)
     out_dir = Path(out)
     write_json(out_dir / "quantize.json", config.model_dump(mode="json"))
     result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx")

@@ -11,22 +11,15 @@ from typing import Any
 
 import click
 
-from deepshrink.cli.common import console, data_option, model_options, print_kv_table
+from deepshrink.cli.common import build_model, console, data_option, model_options, print_kv_table, read_options_file
 from deepshrink.errors import ConfigError
 
 
 def _config(options: dict[str, Any]):
     """SearchConfig from --config (YAML/JSON), with the flags that were given on top."""
-    import yaml
-
     from deepshrink.nas.search import SearchConfig
 
-    base: dict[str, Any] = {}
-    if options["config_path"]:
-        with open(options["config_path"], encoding="utf-8") as handle:
-            base = yaml.safe_load(handle) or {}
-        if not isinstance(base, dict):
-            raise ConfigError(f"{options['config_path']}: expected a mapping of search options")
+    base = read_options_file(options["config_path"], "search")
     latency = dict(base.get("latency") or {})
     latency.update({k: v for k, v in (("runtime", options["runtime"]), ("batch_size", options["latency_batch"]),
                                       ("threads", options["threads"])) if v is not None})
@@ -85,7 +78,7 @@ def search_command(model_name, weights, data_spec, fresh, out, **options) -> Non
     from deepshrink.data import load_data
     from deepshrink.fileio import write_json
     from deepshrink.metrics import evaluate
-    from deepshrink.models import resolve_model, save_model
+    from deepshrink.models import save_model
     from deepshrink.nas.search import search
 
     if options["finetune_epochs"] < 0:
@@ -93,8 +86,7 @@ def search_command(model_name, weights, data_spec, fresh, out, **options) -> Non
     config = _config(options)
     out_dir = Path(out)
     data = load_data(data_spec)
-    model = resolve_model(model_name, weights=weights, num_classes=data.num_classes, input_size=data.input_size,
-                          mean=data.mean, std=data.std)
+    model = build_model(model_name, weights, data)
     write_json(out_dir / "search_config.json", config.model_dump(mode="json"))
     result = search(model, data, config, out_dir=out_dir, resume=not fresh)
     save_model(result.model, out_dir)
