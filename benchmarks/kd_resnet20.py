@@ -8,9 +8,9 @@ decay 1e-4: the recipe of the JPEG baselines); only the objective differs:
 
 - `student`: cross-entropy alone (seed 001 eq. 2) - the baseline;
 - `kd`: Hinton KD, T = 4, alpha = 0.1 on the labels, beta = 0.9 on the teacher (eq. 1);
-- `fitnet`, `at`, `sp`, `rkd`, `fsp`, `pkt`: cross-entropy + that loss at its default taps. Its
-  weight is set so that, on the first training batch, its gradient norm equals the cross-entropy's
-  (the library defaults are from-scratch settings; FitNets' and FSP's are 8-9x the CE gradient
+- `fitnet`, `at`, `sp`, `rkd`, `fsp`, `pkt`, `crd` (contrastive): cross-entropy + that loss at its
+  default taps. Its weight is set so that, on the first training batch, its gradient norm equals
+  the cross-entropy's (the library defaults are from-scratch settings; FitNets' and FSP's are 8-9x the CE gradient
   here and wreck a pretrained student in a few steps). The weight is recorded in the row;
 - `kd_auto`: KD with seed 001 eq. 7 weights, measured on a freshly initialised ResNet-20 probe
   (A = the teacher, B = the student as loaded), with I_A and I_B in the row;
@@ -51,7 +51,7 @@ from deepshrink.training import TrainConfig, train
 from _common import add_budget_args, add_io_args, apply_threads, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt")
+METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt", "crd")
 KD_WEIGHTS = {"alpha": 0.1, "beta": 0.9}
 FEATURE_WEIGHTS = {"alpha": 1.0, "beta": 0.0}  # CE + the feature loss, no KD term (each method alone)
 

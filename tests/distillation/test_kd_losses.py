@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from deepshrink.distillation.losses import (
     LOSSES,
     ATLoss,
+    CRDLoss,
     FitNetLoss,
     FSPLoss,
     KDLoss,
@@ -173,6 +174,57 @@ def test_pkt_matches_kl_of_cosine_kernels():
     assert PKTLoss()(s, t).item() == pytest.approx(expected, rel=1e-4)
 
 
+def _info_nce(anchor: np.ndarray, candidates: np.ndarray, t: float) -> float:
+    """Mean cross-entropy of picking candidate i for anchor i (numpy, row by row)."""
+    total = 0.0
+    for i, a in enumerate(anchor):
+        z = candidates @ a / t
+        total += -(z[i] - np.log(np.exp(z - z.max()).sum()) - z.max())
+    return total / len(anchor)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_crd_matches_symmetric_info_nce_with_its_queue():
+    g = torch.Generator().manual_seed(8)
+    first = torch.randn(5, 6, generator=g), torch.randn(5, 10, generator=g)
+    second = torch.randn(5, 6, generator=g), torch.randn(5, 10, generator=g)
+    loss = CRDLoss([(6,)], [(10,)], dim=4, queue=8, nce_t=0.5)
+    ws, bs = _np(loss.embed_student[0].weight), _np(loss.embed_student[0].bias)
+    wt, bt = _np(loss.embed_teacher[0].weight), _np(loss.embed_teacher[0].bias)
+
+    def expected(s, t, queue_s, queue_t):
+        zs, zt = _unit(_np(s) @ ws.T + bs), _unit(_np(t) @ wt.T + bt)
+        value = (_info_nce(zs, np.concatenate([zt, queue_t]), 0.5) + _info_nce(zt, np.concatenate([zs, queue_s]), 0.5)) / 2
+        return value, zs, zt
+
+    empty = np.zeros((0, 4))
+    value, zs, zt = expected(*first, empty, empty)
+    assert loss(*first).item() == pytest.approx(value, rel=1e-5)  # no negatives beyond the batch yet
+    assert int(loss.filled) == 5
+    value, _, _ = expected(*second, zs, zt)
+    assert loss(*second).item() == pytest.approx(value, rel=1e-5)  # the first batch is now in the queue
+    assert int(loss.filled) == 8 and int(loss.cursor) == 2  # 10 embeddings went round an 8-slot queue
+    loss.eval()
+    loss(*first)
+    assert int(loss.cursor) == 2  # evaluation never writes the queue
+
+
+def test_crd_prefers_each_image_s_own_teacher_embedding():
+    g = torch.Generator().manual_seed(9)
+    teacher = torch.randn(16, 8, generator=g)
+    loss = CRDLoss([(8,)], [(8,)], dim=8, queue=0, nce_t=0.1)
+    with torch.no_grad():
+        for head in (loss.embed_student[0], loss.embed_teacher[0]):
+            head.weight.copy_(torch.eye(8))
+            head.bias.zero_()
+    matched = loss(teacher.clone(), teacher).item()
+    shuffled = loss(teacher[torch.randperm(16, generator=g)], teacher).item()
+    assert matched < 0.1 < shuffled
+
+
 def test_fitnet_with_identity_regressor_is_mse():
     s, t = _maps(0, c=3), _maps(1, c=3)
     loss = FitNetLoss([(3, 4, 4)], [(3, 4, 4)])
@@ -242,5 +294,7 @@ def test_feature_loss_errors():
     message = r"FitNetLoss: cannot regress student features \[4\] onto teacher features \[4, 2, 2\]"
     with pytest.raises(ConfigError, match=message):
         build_loss("fitnet", [(4,)], [(4, 2, 2)])
+    with pytest.raises(ConfigError, match=r"CRDLoss: need dim >= 1, queue >= 0 and nce_t > 0, got 128, 4096, 0"):
+        build_loss("crd", [(4,)], [(4,)], nce_t=0)
     with pytest.raises(ConfigError, match="SPLoss: got 2 student features and 1 teacher features"):
         SPLoss()([_maps(0), _maps(1)], [_maps(2)])

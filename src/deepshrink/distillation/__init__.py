@@ -10,6 +10,7 @@ from deepshrink.distillation.hooks import FeatureHooks
 from deepshrink.distillation.losses import (
     LOSSES,
     ATLoss,
+    CRDLoss,
     DistillLoss,
     FitNetLoss,
     FSPLoss,
@@ -34,6 +35,7 @@ from deepshrink.distillation.weighting import (
 
 __all__ = [
     "ATLoss",
+    "CRDLoss",
     "AutoWeights",
     "DEFAULT_ALPHAS",
     "DistillConfig",

@@ -258,6 +258,68 @@ class PKTLoss(DistillLoss):
         return total
 
 
+@LOSSES.register("crd")
+class CRDLoss(DistillLoss):
+    """Contrastive representation distillation (Tian et al. 2020): student and teacher embeddings
+    are projected onto a shared unit sphere of `dim` dimensions; each student embedding must pick
+    its own image's teacher embedding out of the batch plus a queue of `queue` teacher embeddings
+    from earlier batches (InfoNCE at temperature `nce_t`), and each teacher embedding its
+    student's, symmetrically. The paper draws negatives from a memory bank indexed by dataset
+    position; a queue (MoCo, He et al. 2020) gives as many negatives without sample indices."""
+
+    taps = TapKind.EMBEDDING
+    default_weight = 0.8
+
+    def __init__(self, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape], dim: int = 128,
+                 queue: int = 4096, nce_t: float = 0.07) -> None:
+        super().__init__()
+        if dim < 1 or queue < 0 or nce_t <= 0:
+            raise ConfigError(f"CRDLoss: need dim >= 1, queue >= 0 and nce_t > 0, got {dim}, {queue}, {nce_t}")
+        flat = [(int(torch.tensor(s).prod()), int(torch.tensor(t).prod())) for s, t in zip(student_shapes, teacher_shapes)]
+        self.embed_student = nn.ModuleList(nn.Linear(s, dim) for s, _ in flat)
+        self.embed_teacher = nn.ModuleList(nn.Linear(t, dim) for _, t in flat)
+        self.nce_t, self.size = float(nce_t), int(queue)
+        for i in range(len(flat)):  # past embeddings: negatives for the next batches
+            self.register_buffer(f"queue_student{i}", torch.zeros(self.size, dim), persistent=False)
+            self.register_buffer(f"queue_teacher{i}", torch.zeros(self.size, dim), persistent=False)
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("cursor", torch.zeros((), dtype=torch.long), persistent=False)
+
+    @classmethod
+    def build(cls, student_shapes, teacher_shapes, **options):
+        _check_tap_counts(cls, student_shapes, teacher_shapes)
+        return _construct(cls, student_shapes, teacher_shapes, **options)
+
+    def forward(self, student: Features, teacher: Features, labels: torch.Tensor | None = None) -> torch.Tensor:
+        pairs = _pairs(student, teacher, "CRDLoss")
+        if len(pairs) != len(self.embed_student):
+            raise ConfigError(f"CRDLoss: built for {len(self.embed_student)} taps, called with {len(pairs)}")
+        total, filled = 0.0, int(self.filled)
+        fresh = []
+        for i, (s, t) in enumerate(pairs):
+            zs = F.normalize(self.embed_student[i](s.flatten(1)), dim=1)
+            zt = F.normalize(self.embed_teacher[i](t.flatten(1)), dim=1)
+            queue_s, queue_t = getattr(self, f"queue_student{i}")[:filled], getattr(self, f"queue_teacher{i}")[:filled]
+            target = torch.arange(len(zs), device=zs.device)
+            student_view = zs @ torch.cat([zt, queue_t]).T / self.nce_t  # the own teacher embedding is the positive
+            teacher_view = zt @ torch.cat([zs, queue_s]).T / self.nce_t
+            total = total + (F.cross_entropy(student_view, target) + F.cross_entropy(teacher_view, target)) / 2
+            fresh.append((zs.detach(), zt.detach()))
+        if self.training and self.size:
+            self._enqueue(fresh)
+        return total
+
+    @torch.no_grad()
+    def _enqueue(self, fresh: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        n = min(len(fresh[0][0]), self.size)
+        rows = (int(self.cursor) + torch.arange(n, device=self.cursor.device)) % self.size
+        for i, (zs, zt) in enumerate(fresh):
+            getattr(self, f"queue_student{i}")[rows] = zs[-n:].to(self.cursor.device)
+            getattr(self, f"queue_teacher{i}")[rows] = zt[-n:].to(self.cursor.device)
+        self.cursor.fill_((int(self.cursor) + n) % self.size)
+        self.filled.fill_(min(int(self.filled) + n, self.size))
+
+
 def build_loss(name: str, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape], **options) -> DistillLoss:
     """A registered loss by name, sized for the given features."""
     return LOSSES.get(name).build(student_shapes, teacher_shapes, **options)
