@@ -99,3 +99,23 @@ class RowCache:
         else:
             export_onnx(model, self.onnx(name))
         write_json(self.folder / f"{name}.json", record)  # last: its presence marks the row finished
+
+
+def cifar10_jpeg(args: argparse.Namespace):
+    """(data, scored): the CIFAR-10 JPEG copy in --shared, and the bundle rows are scored on (with
+    --quick, 500 random test images: the test split is sorted by class)."""
+    import dataclasses
+
+    from deepshrink.data import load_data, subset
+
+    data = load_data(f"imagefolder:{Path(args.shared) / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
+    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+    return data, scored
+
+
+def jpeg_baseline(arch: str, data, args: argparse.Namespace):
+    """A zoo ResNet with its baseline fine-tuned on the JPEG copy (../shared/weights/cifar10-jpeg), in eval mode."""
+    from deepshrink.models import create_model, load_weights
+
+    model = create_model(arch, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std)
+    return load_weights(model, Path(args.shared) / "weights" / "cifar10-jpeg" / f"{arch}.pth").eval()

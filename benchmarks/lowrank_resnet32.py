@@ -18,20 +18,18 @@ Writes docs/benchmarks/lowrank_resnet32.{json,md} (--quick: runs/benchmarks/lowr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, row_names, write_results
-from deepshrink.data import BatchLoader, load_data, subset
+from _common import add_budget_args, add_io_args, apply_threads, cifar10_jpeg, jpeg_baseline, row_names, write_results
+from deepshrink.data import BatchLoader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
-from deepshrink.models import create_model, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "lowrank_resnet32"
@@ -60,12 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
     rows_wanted = row_names(args.rows, ROWS)
-    shared = Path(args.shared)
-    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
-    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
-    baseline = create_model("resnet32", num_classes=data.num_classes, input_size=data.input_size,
-                            mean=data.mean, std=data.std)
-    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet32.pth").eval()
+    data, scored = cifar10_jpeg(args)
+    baseline = jpeg_baseline("resnet32", data, args)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     train = {"epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device,

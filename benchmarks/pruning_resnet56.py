@@ -21,19 +21,17 @@ Writes docs/benchmarks/pruning_resnet56.{json,md} (--quick: runs/benchmarks/).""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import RowCache, add_budget_args, add_io_args, apply_threads, interleaved_latency, row_names, write_results
+from _common import RowCache, add_budget_args, add_io_args, apply_threads, cifar10_jpeg, interleaved_latency, jpeg_baseline, row_names, write_results
 from _peers import torch_pruning_prune
-from deepshrink.data import BatchLoader, load_data, subset
+from deepshrink.data import BatchLoader
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
-from deepshrink.models import create_model, load_weights
 from deepshrink.pruning import prune
 from deepshrink.training import TrainConfig, train
 
@@ -96,12 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
     rows_wanted = row_names(args.rows, ROWS)
-    shared = Path(args.shared)
-    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
-    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
-    baseline = create_model("resnet56", num_classes=data.num_classes, input_size=data.input_size,
-                            mean=data.mean, std=data.std)
-    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet56.pth").eval()
+    data, scored = cifar10_jpeg(args)
+    baseline = jpeg_baseline("resnet56", data, args)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     config = TrainConfig(epochs=1 if args.quick else args.epochs, batch_size=128, lr=args.lr, nesterov=True,

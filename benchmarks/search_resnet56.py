@@ -24,18 +24,15 @@ Writes docs/benchmarks/search_resnet56.{json,md} (--quick: runs/benchmarks/)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, row_names, write_results
-from deepshrink.data import load_data, subset
+from _common import add_budget_args, add_io_args, cifar10_jpeg, jpeg_baseline, row_names, write_results
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
-from deepshrink.models import create_model, load_weights
 from deepshrink.errors import BudgetError
 from deepshrink.nas.search import LatencyConfig, SearchConfig, measure_model, search
 from deepshrink.nas.search.config import DEFAULT_RATIOS
@@ -69,12 +66,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    shared = Path(args.shared)
-    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
-    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
-    baseline = create_model("resnet56", num_classes=data.num_classes, input_size=data.input_size,
-                            mean=data.mean, std=data.std)
-    load_weights(baseline, shared / "weights" / "cifar10-jpeg" / "resnet56.pth").eval()
+    data, scored = cifar10_jpeg(args)
+    baseline = jpeg_baseline("resnet56", data, args)
     example = (torch.randn(2, *data.input_size),)
     work = Path(args.work) if args.work else ROOT / "runs" / (NAME + ("-quick" if args.quick else ""))
     latency = LatencyConfig(threads=args.threads, **({"entry_seconds": 0.02, "model_seconds": 0.2,

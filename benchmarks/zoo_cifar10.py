@@ -16,15 +16,13 @@ Writes docs/benchmarks/zoo_cifar10.{json,md} (--quick: runs/benchmarks/)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, write_results
-from deepshrink.data import load_data, subset
+from _common import add_budget_args, add_io_args, apply_threads, cifar10_jpeg, write_results
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, is_model_dir, list_models, load, load_weights, save_model
@@ -58,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
     shared = Path(args.shared)
-    data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}", seed=args.seed)
-    scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
+    data, scored = cifar10_jpeg(args)
     names = args.models.split(",") if args.models else cifar_models()
     config = TrainConfig(epochs=1 if args.quick else args.epochs, batch_size=128, optimizer="sgd", lr=args.lr,
                          nesterov=True, weight_decay=5e-4, schedule="onecycle", channels_last=True, seed=args.seed,
