@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_budget_args, add_io_args, apply_threads, cifar10_jpeg, jpeg_baseline, row_names, write_results
+from _common import RowCache, add_budget_args, add_io_args, apply_threads, cifar10_jpeg, interleaved_latency, jpeg_baseline, row_names, write_results
 from deepshrink.data import BatchLoader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
@@ -50,8 +50,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     add_budget_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(ROOT / "runs" / NAME), help="finished rows (JSON + ONNX), resumed when present")
     return p.parse_args(argv)
 
+
+
+def decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile):
+    """Decompose, re-estimate BatchNorm, fine-tune with KD from the baseline; (record, model)."""
+    method, ratio = name.split("-")[0], float(name.split("-")[1].rstrip("x"))
+    start = time.perf_counter()
+    model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
+    seconds_decompose = time.perf_counter() - start
+    raw = top1(model)
+    recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
+    recalibrated = top1(model)
+    result = finetune(model, baseline, data, recovery_config(**train), bn_batches=0)
+    model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    measured = profile(model, runtimes=())
+    record = row_from_profile(
+        name, measured, top1=top1(model), top1_decomposed=raw, top1_bn=recalibrated, method=method, target_ratio=ratio,
+        params_ratio=round(base_profile.params / measured.params, 3), macs_ratio=round(base_profile.macs / measured.macs, 3),
+        ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
+        decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
+        train_loss=result.history[-1].get("train_loss") if result.history else None,
+    )
+    return record, model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,34 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     def top1(model: torch.nn.Module) -> float:
         return evaluate(model, scored, split="test", device=device)["top1"]
 
-    base_profile = profile(baseline)
+    cache = RowCache(Path(args.work + ("-quick" if args.quick else "")))
+    base_profile = profile(baseline, runtimes=())
+    cache.put("baseline", {}, baseline)
     records = [row_from_profile("baseline", base_profile, top1=top1(baseline))]
     print(f"{'baseline':>11}: top-1 {records[0]['top1']:.2f} %, {base_profile.params:,} params", flush=True)
     for name in rows_wanted:
-        method, ratio = name.split("-")[0], float(name.split("-")[1].rstrip("x"))
-        start = time.perf_counter()
-        model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
-        seconds_decompose = time.perf_counter() - start
-        raw = top1(model)
-        recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
-        recalibrated = top1(model)
-        result = finetune(model, baseline, data, recovery_config(**train), bn_batches=0)
-        # Back to the baseline's memory format so eager timings compare like with like.
-        model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
-        measured = profile(model)
-        record = row_from_profile(
-            name, measured, top1=top1(model), top1_decomposed=raw, top1_bn=recalibrated, method=method,
-            target_ratio=ratio,
-            params_ratio=round(base_profile.params / measured.params, 3),
-            macs_ratio=round(base_profile.macs / measured.macs, 3),
-            ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
-            decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
-            train_loss=result.history[-1].get("train_loss") if result.history else None,
-        )
+        record = cache.get(name)
+        if record is None:
+            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile)
+            cache.put(name, record, model)
         records.append(record)
-        print(f"{name:>11}: top-1 {raw:.2f} % decomposed, {recalibrated:.2f} % BN re-estimated, "
-              f"{record['top1']:.2f} % fine-tuned, "
-              f"{measured.params:,} params ({record['params_ratio']}x), {record['minutes']} min", flush=True)
+        print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, {record['top1_bn']:.2f} % BN "
+              f"re-estimated, {record['top1']:.2f} % fine-tuned, {record['params']:,} params "
+              f"({record['params_ratio']}x), {record['minutes']} min", flush=True)
+    latency = interleaved_latency({r["name"]: cache.onnx(r["name"]) for r in records}, data.input_size, args.threads,
+                                  budget_s=1.0 if args.quick else 5.0)
+    for record in records:
+        record.update(latency[record["name"]])
 
     budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
               "bn_batches": args.bn_batches,
@@ -108,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
               "allocation": args.allocation, "test_images": len(scored.test)}
     write_results(NAME, records, args, argv, budget=budget,
                   notes="top1_decomposed: right after decomposition; top1_bn: after the BatchNorm "
-                        "re-estimation, before any gradient step; top1: after fine-tuning.")
+                        "re-estimation, before any gradient step; top1: after fine-tuning. speedup_b1/b64: baseline "
+                        "ONNX Runtime latency / row, all rows timed interleaved at the end.")
     return 0
 
 
