@@ -119,3 +119,14 @@ def jpeg_baseline(arch: str, data, args: argparse.Namespace):
 
     model = create_model(arch, num_classes=data.num_classes, input_size=data.input_size, mean=data.mean, std=data.std)
     return load_weights(model, Path(args.shared) / "weights" / "cifar10-jpeg" / f"{arch}.pth").eval()
+
+
+def cached_record(folder: Path, name: str, compute) -> dict:
+    """`compute()`'s JSON record, stored as folder/NAME.json and reused by a re-run (rows whose
+    graph is not needed later; see RowCache for those that are)."""
+    from deepshrink.fileio import read_json, write_json
+
+    path = Path(folder) / f"{name}.json"
+    if not path.is_file():
+        write_json(path, compute())
+    return read_json(path)

@@ -38,6 +38,8 @@ from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.distillation import (
     DEFAULT_ALPHAS,
     DistillConfig,
+    KDWeights,
+    WeightAllocation,
     allocate_weights,
     build_objective,
     distill,
@@ -48,7 +50,7 @@ from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.models import create_model, load_weights
 from deepshrink.training import TrainConfig, train
-from _common import add_budget_args, add_io_args, apply_threads, write_results
+from _common import add_budget_args, add_io_args, apply_threads, cached_record, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt", "crd")
@@ -69,6 +71,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(ROOT / "runs" / "kd_resnet20"), help="finished rows, reused when re-run")
     return p.parse_args(argv)
 
 
@@ -92,6 +95,7 @@ class Bench:
             limit_batches=3 if args.quick else args.limit_batches, device=args.device, amp=cuda, progress=sys.stdout.isatty(),
         )
         self.device = torch.device("cuda" if cuda else "cpu")
+        self.work = Path(args.work + ("-quick" if args.quick else ""))
 
     def _model(self, name: str, weights: Path) -> torch.nn.Module:
         model = create_model(name, num_classes=self.data.num_classes, input_size=self.data.input_size)
@@ -122,13 +126,18 @@ class Bench:
 
 
 def run_row(bench: Bench, name: str, fit) -> dict:
-    """Train one copy of the student with `fit(model) -> history`, measure it, print one line."""
-    start = time.perf_counter()
-    model = copy.deepcopy(bench.student)
-    history = fit(model)
-    record = {"name": name, "top1": bench.top1(model), "minutes": round((time.perf_counter() - start) / 60, 2),
-              "train_loss": history[-1].get("train_loss") if history else None,
-              "val_top1": history[-1].get("val_top1") if history else None}
+    """Train one copy of the student with `fit(model) -> history`, score it, print one line; a
+    finished row is reused from --work."""
+
+    def compute() -> dict:
+        start = time.perf_counter()
+        model = copy.deepcopy(bench.student)
+        history = fit(model)
+        return {"name": name, "top1": bench.top1(model), "minutes": round((time.perf_counter() - start) / 60, 2),
+                "train_loss": history[-1].get("train_loss") if history else None,
+                "val_top1": history[-1].get("val_top1") if history else None}
+
+    record = cached_record(bench.work, name, compute)
     print(f"{name:>14}: top-1 {record['top1']:.2f} % ({record['minutes']} min)", flush=True)
     return record
 
@@ -158,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         probe = bench.config(["kd"], KD_WEIGHTS).with_updates(
             auto={"epochs": args.probe_epochs, "limit_batches": 3 if args.quick else args.limit_batches}
         )
-        allocation = allocate_weights(bench.teacher, bench.student, bench.data, probe, template=bench.student)
+        found = cached_record(bench.work, "allocation", lambda: allocate_weights(
+            bench.teacher, bench.student, bench.data, probe, template=bench.student).as_dict())
+        allocation = WeightAllocation(**{**found, "weights": KDWeights(**found["weights"])})
         weights = allocation.weights.model_dump()
         config = bench.config(["kd"], weights)
         record = run_row(bench, "kd_auto", lambda m: distill(m, bench.teacher, bench.data, config).history)
