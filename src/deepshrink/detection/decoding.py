@@ -8,9 +8,7 @@ to the image, greedy class-aware NMS (classes are kept apart by offsetting their
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from deepshrink.detection.config import PostprocessConfig
 from deepshrink.detection.models import STRIDES, anchor_points
 from deepshrink.detection.primitives import EPS, distances_to_boxes
 from deepshrink.errors import ConfigError
+from deepshrink.threads import one_thread
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
@@ -65,18 +64,6 @@ def decode(raw: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch
     return boxes, scores
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The post-process runs many tiny ops: with two intra-op threads on a busy 2-core machine they
-    wait on each other at every op (measured 80-120 ms per image vs 9 ms on one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=16)
 def _points(height: int, width: int, strides: tuple[int, ...], device: str) -> torch.Tensor:
     return anchor_points(height, width, strides, device)[0]
@@ -92,7 +79,7 @@ def postprocess(
     """Detections per image ([K, 6]) from the raw output of a detector whose input was
     image_size = (H, W); `raw` may be a NumPy array straight from ONNX Runtime."""
     cfg = PostprocessConfig.coerce(config)
-    with _one_thread():
+    with one_thread():  # many tiny ops: see deepshrink.threads
         return _postprocess(torch.as_tensor(raw).float(), image_size, cfg, tuple(strides))
 
 

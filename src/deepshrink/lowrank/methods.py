@@ -14,6 +14,7 @@ from deepshrink.lowrank import primitives as P
 from deepshrink.lowrank.config import Advanced, Method
 from deepshrink.lowrank.geometry import Axis, ConvGeometry, linear
 from deepshrink.lowrank.shapes import LayerShape
+from deepshrink.threads import one_thread
 
 Rank = tuple[int, ...]
 
@@ -47,7 +48,7 @@ class Decomposer(ABC):
 
     def fit(self, rank: Rank, advanced: Advanced) -> nn.Sequential:
         seq = self.build(rank)
-        with torch.no_grad(), P.one_thread():
+        with torch.no_grad(), one_thread():  # kernel-sized factorisations: see deepshrink.threads
             self._assign(seq, rank, advanced)
         return seq
 

@@ -6,28 +6,14 @@ locally so a process-wide tensorly backend set elsewhere does not change our num
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Iterator
 
 import tensorly as tl
 import torch
 from tensorly.decomposition import parafac, partial_tucker
 
 Tensor = torch.Tensor
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Factorising kernel-sized matrices is latency-bound: on a shared 2-core machine a 64 x 576
-    SVD takes 3 ms on one thread and 40-90 ms on two, so the solvers run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def unfold(tensor: Tensor, mode: int) -> Tensor:

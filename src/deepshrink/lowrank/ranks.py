@@ -16,7 +16,8 @@ import torch.nn as nn
 from deepshrink.errors import BudgetError, ConfigError
 from deepshrink.lowrank.config import Advanced, Allocation, Budget, EnergyRule, FixedRanks, RankRule, RatioRule, VBMFRule
 from deepshrink.lowrank.methods import Decomposer, Rank
-from deepshrink.lowrank.primitives import energy_rank, one_thread, singular_values
+from deepshrink.lowrank.primitives import energy_rank, singular_values
+from deepshrink.threads import one_thread
 from deepshrink.lowrank.shapes import trace_shapes
 from deepshrink.lowrank.vbmf import evbmf
 

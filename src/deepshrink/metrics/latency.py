@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from deepshrink.errors import ConfigError
+from deepshrink.threads import torch_threads
 from deepshrink.export import export_onnx, onnx_latency_ms, ort_session, resolve_threads
 from deepshrink.export.common import check_batch, eval_mode, resolve_input_size
 from deepshrink.metrics.timing import Timing, time_callable
@@ -33,16 +34,6 @@ class Runtime(str, Enum):
         except ValueError:
             allowed = ", ".join(r.value for r in cls)
             raise ConfigError(f"unknown runtime '{value}'; choose one of: {allowed}") from None
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

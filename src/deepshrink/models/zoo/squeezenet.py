@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from deepshrink.errors import ConfigError
 from deepshrink.models.registry import CIFAR_MEAN, CIFAR_STD, MODELS
