@@ -73,3 +73,12 @@ def test_machine_and_versions_describe_this_process():
 def test_bad_input_is_a_config_error(tmp_path, name, rows, message):
     with pytest.raises(ConfigError, match=message):
         write_benchmark(name, rows, command="x", budget=None, out_dir=tmp_path)
+
+
+def test_accuracy_plots_are_written_and_linked_when_two_rows_have_top1(tmp_path):
+    _, md_path = write_benchmark("plotted", _rows(), command="x", budget={}, out_dir=tmp_path)
+    text = md_path.read_text()
+    for name in ("plotted_size.png", "plotted_latency.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({name})" in text
+    write_benchmark("single", _rows()[:1], command="x", budget={}, out_dir=tmp_path)
+    assert not list(tmp_path.glob("single*.png")) and "![" not in (tmp_path / "single.md").read_text()

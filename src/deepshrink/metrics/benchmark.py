@@ -91,8 +91,22 @@ def write_benchmark(
         record["notes"] = notes
     out = Path(out_dir)
     json_path = write_json(out / f"{name}.json", record)
-    md_path = atomic_write_bytes(out / f"{name}.md", _markdown(name, record).encode())
+    figures = _plots(name, checked, out)
+    md_path = atomic_write_bytes(out / f"{name}.md", _markdown(name, record, figures).encode())
     return json_path, md_path
+
+
+def _plots(name: str, rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """top-1 against bytes and against ORT batch-64 latency, when at least two rows have a top-1."""
+    from deepshrink.report.plots import accuracy_tradeoff
+
+    if sum(row.get("top1") is not None for row in rows) < 2:
+        return {}
+    figures = {"top-1 against bytes on disk": accuracy_tradeoff(rows, "bytes", "bytes", out / f"{name}_size.png",
+                                                                connect=False, log_x=True),
+               "top-1 against ONNX Runtime latency, batch 64": accuracy_tradeoff(
+                   rows, "latency", "ORT latency at batch 64 (ms)", out / f"{name}_latency.png", connect=False)}
+    return {caption: path for caption, path in figures.items() if path is not None}
 
 
 def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -108,7 +122,7 @@ def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def _markdown(name: str, record: dict[str, Any]) -> str:
+def _markdown(name: str, record: dict[str, Any], figures: dict[str, Path] | None = None) -> str:
     machine = record["machine"]
     budget = record["budget"] if isinstance(record["budget"], str) else json.dumps(record["budget"])
     lines = [
@@ -124,6 +138,8 @@ def _markdown(name: str, record: dict[str, Any]) -> str:
     ]
     if record.get("notes"):
         lines += ["", record["notes"]]
+    if figures:
+        lines += [""] + [f"![{caption}]({path.name})" for caption, path in figures.items()]
     return "\n".join(lines) + "\n"
 
 

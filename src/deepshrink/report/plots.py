@@ -17,15 +17,20 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_tradeoff(stages: list[dict], x_key: str, x_label: str, path: Path) -> Path | None:
-    points = [(s[x_key] if x_key != "latency" else s.get("latency_ms", {}).get("ort_b64"), s.get("top1"), s["name"])
+def accuracy_tradeoff(stages: list[dict], x_key: str, x_label: str, path: Path, *, connect: bool = True,
+                      log_x: bool = False) -> Path | None:
+    """top-1 against `x_key` (or ORT b64 latency for "latency"), one labelled point per stage or
+    row; `connect` joins them in order (the stages of one run), otherwise a scatter."""
+    points = [(s.get(x_key) if x_key != "latency" else s.get("latency_ms", {}).get("ort_b64"), s.get("top1"), s["name"])
               for s in stages]
     points = [p for p in points if p[0] is not None and p[1] is not None]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     xs, ys, names = zip(*points)
-    ax.plot(xs, ys, "o-", color="tab:blue")
+    ax.plot(xs, ys, "o-" if connect else "o", color="tab:blue")
+    if log_x:
+        ax.set_xscale("log")
     for x, y, name in points:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(x_label)
