@@ -94,3 +94,18 @@ def test_binary_grid_of_xnor_inputs_is_sign_with_scale():
     quant.eval()
     assert quant(torch.tensor([-2.0, -0.1, 0.0, 3.0])).tolist() == [-0.5, -0.5, 0.5, 0.5]
     assert quant.grid == QuantGrid(1, signed=True, symmetric=True)
+
+
+def test_qat_that_lowers_validation_accuracy_returns_the_calibrated_model(trained, bundle):
+    wrecking = {**TRAIN, "epochs": 1, "lr": 50.0, "optimizer": "sgd", "grad_clip": None}
+    start = deepshrink.quantize(trained, bundle, config={"method": "qat", "bits": 8, "train": {**wrecking, "epochs": 0}})
+    kept = deepshrink.quantize(trained, bundle, config={"method": "qat", "bits": 8, "train": wrecking})
+    last = kept.report["qat_history"][-1]
+    assert last["kept_calibrated"] and last["val_top1_trained"] < last["val_top1_calibrated"]
+    x, _ = normalized(bundle.test)
+    with torch.no_grad():
+        torch.testing.assert_close(kept.model(x), start.model(x))  # the calibrated starting point, untouched
+    trained_anyway = deepshrink.quantize(trained, bundle, config={
+        "method": "qat", "bits": 8, "train": wrecking, "advanced": {"keep_calibrated": False}})
+    with torch.no_grad():
+        assert not torch.allclose(trained_anyway.model(x), start.model(x))

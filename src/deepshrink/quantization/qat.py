@@ -5,6 +5,8 @@ optimiser trains them."""
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Any
 
 import torch
@@ -56,5 +58,35 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
     objective = None
     if teacher is not None and config.advanced.distill_weight > 0:
         objective = DistillObjective(teacher, config.advanced.distill_weight)
+    guard = config.advanced.keep_calibrated and len(data.val) > 0
+    if guard:  # fine-tuning must not leave the model worse than its post-training starting point
+        calibrated = copy.deepcopy(model).eval()
+        # limit_batches: a smoke run (a couple of batches) checks the guard without a full val pass
+        right_before = _val_hits(calibrated, data, train_config.limit_batches)
     result = train(model, data, train_config, objective=objective)
-    return result.model.eval(), result.history
+    history = [dict(record) for record in result.history]
+    if guard:
+        right_after = _val_hits(result.model.eval(), data, train_config.limit_batches)
+        # McNemar on the same images: only a drop beyond two standard errors of the paired
+        # difference counts, so a few images on a small split never discard a better model.
+        lost = int((right_before & ~right_after).sum())
+        won = int((~right_before & right_after).sum())
+        kept = lost - won > 2 * math.sqrt(lost + won)
+        if history:
+            history[-1].update(val_top1_calibrated=100 * right_before.float().mean().item(),
+                               val_top1_trained=100 * right_after.float().mean().item(),
+                               val_images_lost=lost, val_images_won=won, kept_calibrated=kept)
+        if kept:
+            return calibrated, history
+    return result.model.eval(), history
+
+
+@torch.no_grad()
+def _val_hits(model: nn.Module, data: Any, limit_batches: int | None) -> torch.Tensor:
+    """Per-image correctness (bool) of `model` on the validation split, in a fixed order."""
+    from deepshrink.data import BatchLoader
+
+    loader = BatchLoader(data.val, 256, train=False, augment=False, mean=data.mean, std=data.std,
+                         limit_batches=limit_batches)
+    device = next(model.parameters()).device
+    return torch.cat([model(images.to(device)).argmax(1).cpu() == labels for images, labels in loader])
