@@ -25,7 +25,7 @@ import torch
 from _common import add_budget_args, add_io_args, apply_threads, cifar10_jpeg, write_results
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
-from deepshrink.models import create_model, is_model_dir, list_models, load, load_weights, save_model
+from deepshrink.models import MODELS, create_model, is_model_dir, list_models, load, load_weights, save_model
 from deepshrink.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ PRETRAINED = {"resnet20": "cifar10-jpeg/resnet20.pth", "resnet32": "cifar10-jpeg
 
 def cifar_models() -> list[str]:
     """Every zoo model with a 3x32x32 input (the CIFAR variants)."""
-    return [name for name in list_models() if tuple(create_model(name).spec.input_size) == (3, 32, 32)]
+    return [name for name in list_models() if tuple(MODELS.meta(name).get("input_size", ())) == (3, 32, 32)]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                          nesterov=True, weight_decay=5e-4, schedule="onecycle", channels_last=True, seed=args.seed,
                          limit_batches=3 if args.quick else args.limit_batches, progress=sys.stdout.isatty())
     work = Path(args.work + ("-quick" if args.quick else ""))
+    budget = {"train": config.model_dump(mode="json"), "images_per_model": config.epochs * 128
+              * (config.limit_batches or -(-len(data.train) // 128)), "test_images": len(scored.test)}
+    notes = ("top1 of models 'trained here' is what the stated short budget buys from scratch, not the "
+             "architecture's reachable accuracy; the ResNets load the shared checkpoints.")
     rows = []
     for name in names:
         start = time.perf_counter()
@@ -83,12 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                                      minutes=round((time.perf_counter() - start) / 60, 1)))
         print(f"{name:>16}: top-1 {rows[-1]['top1']:.2f} % ({source}), {measured.params:,} params, "
               f"{measured.macs:,} MACs, ort_b64 {measured.latency_ms.get('ort_b64')} ms", flush=True)
-
-    budget = {"train": config.model_dump(mode="json"), "images_per_model": config.epochs * 128
-              * (config.limit_batches or -(-len(data.train) // 128)), "test_images": len(scored.test)}
-    notes = ("top1 of models 'trained here' is what the stated short budget buys from scratch, not the "
-             "architecture's reachable accuracy; the ResNets load the shared checkpoints.")
-    write_results(NAME, rows, args, argv, budget=budget, notes=notes)
+        # The table grows row by row: a run stopped part-way still leaves what it measured.
+        write_results(NAME, rows, args, argv, budget={**budget, "models_done": f"{len(rows)}/{len(names)}"},
+                      notes=notes)
     return 0
 
 
