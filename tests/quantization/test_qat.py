@@ -51,7 +51,8 @@ def test_activation_quantizer_calibrates_and_passes_gradients(name):
 
 
 def test_lsq_step_sizes_are_learned_by_the_training_engine(trained, bundle):
-    result = deepshrink.quantize(trained, bundle, method="qat", bits=2, config={"first_last_bits": None, "train": TRAIN})
+    options = {"first_last_bits": None, "train": TRAIN, "advanced": {"keep_calibrated": False}}  # always the trained one
+    result = deepshrink.quantize(trained, bundle, method="qat", bits=2, config=options)
     steps = {n: p for n, p in result.model.named_parameters() if n.endswith("scale")}
     assert len(steps) >= 4 and len(result.report["qat_history"]) == 4
     start = deepshrink.quantize(trained, bundle, method="qat", bits=2, config={"first_last_bits": None, "train": {**TRAIN, "epochs": 0}})

@@ -64,8 +64,7 @@ class Advanced(BaseModel):
     calibration_batch_size: int = Field(64, ge=1)
     distill_weight: float = Field(0.0, ge=0, description="QAT: weight of KL to the float model's logits")
     keep_calibrated: bool = Field(
-        True, description="QAT: return the calibrated (PTQ) model when fine-tuning lowers validation top-1 "
-        "by more than the estimate's standard error"
+        True, description="QAT: return the calibrated (PTQ) model when fine-tuning lowers validation top-1"
     )
 
 
