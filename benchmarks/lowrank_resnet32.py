@@ -64,7 +64,8 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
     raw = top1(model)
     recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
     recalibrated = top1(model)
-    result = finetune(model, baseline, data, recovery_config(**train), bn_batches=0)
+    recipe = recovery_config(**train)
+    result = finetune(model, baseline, data, recipe, bn_batches=0)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
     measured = profile(model, runtimes=())
     record = row_from_profile(
@@ -72,6 +73,7 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         params_ratio=round(base_profile.params / measured.params, 3), macs_ratio=round(base_profile.macs / measured.macs, 3),
         ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
         decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
+        grad_clip=recipe.train.grad_clip,
         train_loss=result.history[-1].get("train_loss") if result.history else None,
     )
     return record, model
