@@ -100,6 +100,15 @@ class RowCache:
             export_onnx(model, self.onnx(name))
         write_json(self.folder / f"{name}.json", record)  # last: its presence marks the row finished
 
+    def time_rows(self, records: list[dict], input_size, threads: int | None, *, quick: bool) -> None:
+        """In place: every record's ORT latency and speed-ups from one interleaved session over
+        the cached graphs (records[0] is the reference)."""
+        timed = interleaved_latency({r["name"]: self.onnx(r["name"]) for r in records}, input_size, threads,
+                                    budget_s=1.0 if quick else 5.0, reference=records[0]["name"])
+        for record in records:
+            record.setdefault("latency_ms", {}).update(timed[record["name"]]["latency_ms"])
+            record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"})
+
 
 def cifar10_jpeg(args: argparse.Namespace):
     """(data, scored): the CIFAR-10 JPEG copy in --shared, and the bundle rows are scored on (with

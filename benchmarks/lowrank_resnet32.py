@@ -24,7 +24,16 @@ from pathlib import Path
 
 import torch
 
-from _common import RowCache, add_budget_args, add_io_args, apply_threads, cifar10_jpeg, interleaved_latency, jpeg_baseline, row_names, write_results
+from _common import (
+    RowCache,
+    add_budget_args,
+    add_io_args,
+    apply_threads,
+    cifar10_jpeg,
+    jpeg_baseline,
+    row_names,
+    write_results,
+)
 from deepshrink.data import BatchLoader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
@@ -112,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, {record['top1_bn']:.2f} % BN "
               f"re-estimated, {record['top1']:.2f} % fine-tuned, {record['params']:,} params "
               f"({record['params_ratio']}x), {record['minutes']} min", flush=True)
-    latency = interleaved_latency({r["name"]: cache.onnx(r["name"]) for r in records}, data.input_size, args.threads,
-                                  budget_s=1.0 if args.quick else 5.0)
-    for record in records:
-        record.update(latency[record["name"]])
+    cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
 
     budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
               "bn_batches": args.bn_batches,

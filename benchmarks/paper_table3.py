@@ -40,7 +40,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from _common import RowCache, add_budget_args, add_io_args, apply_threads, interleaved_latency, row_names, write_results
+from _common import (
+    RowCache,
+    add_budget_args,
+    add_io_args,
+    apply_threads,
+    interleaved_latency,
+    row_names,
+    write_results,
+)
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.distillation import DistillConfig, distill

@@ -27,7 +27,16 @@ from pathlib import Path
 
 import torch
 
-from _common import RowCache, add_budget_args, add_io_args, apply_threads, cifar10_jpeg, interleaved_latency, jpeg_baseline, row_names, write_results
+from _common import (
+    RowCache,
+    add_budget_args,
+    add_io_args,
+    apply_threads,
+    cifar10_jpeg,
+    jpeg_baseline,
+    row_names,
+    write_results,
+)
 from _peers import torch_pruning_prune
 from deepshrink.data import BatchLoader
 from deepshrink.metrics import evaluate, profile
@@ -124,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:>10}: top-1 {record['top1_pruned']:.2f} % -> {record['top1']:.2f} % after fine-tuning, "
               f"{record['macs_ratio']}x fewer MACs, {record['minutes']} min", flush=True)
 
-    latency = interleaved_latency({r["name"]: cache.onnx(r["name"]) for r in records}, data.input_size, args.threads,
-                                  budget_s=1.0 if args.quick else 5.0)
-    for record in records:
-        record.update(latency[record["name"]])
+    cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
 
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
               "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",

@@ -30,7 +30,15 @@ from pathlib import Path
 
 import torch
 
-from _common import RowCache, add_budget_args, add_io_args, cifar10_jpeg, interleaved_latency, jpeg_baseline, row_names, write_results
+from _common import (
+    RowCache,
+    add_budget_args,
+    add_io_args,
+    cifar10_jpeg,
+    jpeg_baseline,
+    row_names,
+    write_results,
+)
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.errors import BudgetError
@@ -140,11 +148,7 @@ def main(argv: list[str] | None = None) -> int:
               f"MACs x{record['macs_ratio']}, "
               f"{record['latency_ms']['ort_b1_p10']} ms ({record['speedup']}x), {record['minutes']} min", flush=True)
 
-    timed = interleaved_latency({r["name"]: cache.onnx(r["name"]) for r in records}, data.input_size, args.threads,
-                                budget_s=1.0 if args.quick else 5.0)
-    for record in records:
-        record["latency_ms"].update(timed[record["name"]]["latency_ms"])
-        record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"})
+    cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
 
     budget = {"finetune": finetune.model_dump(mode="json"), "macs_keep": args.macs, "speedup": args.speedup,
               "search": {k: v for k, v in search_options.items() if k != "latency"}
