@@ -45,7 +45,6 @@ from _common import (
     add_budget_args,
     add_io_args,
     apply_threads,
-    interleaved_latency,
     row_names,
     write_results,
 )
@@ -188,24 +187,21 @@ def main(argv: list[str] | None = None) -> int:
             cache.put(name, record, model, onnx=onnx)
         records.append({"name": name, **record})
         print(f"{name}: ready ({record['minutes']} min)", flush=True)
-    onnx = {r["name"]: cache.onnx(r["name"]) for r in records}
     data = bench.data
     scored = dataclasses.replace(data, test=subset(data.test, 500, seed=args.seed)) if args.quick else data
 
     # One measurement for all: deployed accuracy, file bytes, interleaved ORT latency.
-    budget_s = 1.0 if args.quick else 5.0
-    latency = interleaved_latency(onnx, data.input_size, args.threads, budget_s=budget_s)
+    cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
+    base_bytes = cache.onnx("baseline").stat().st_size
     rows = []
     for record in records:
-        name, path = record["name"], onnx[record["name"]]
-        rows.append({
-            "name": name, "top1": evaluate_onnx(path, scored)["top1"], "params": record["params"], "macs": record["macs"],
-            "bytes": path.stat().st_size, **latency[name],
-            "bytes_ratio": round(path.stat().st_size / onnx["baseline"].stat().st_size, 4),
-            **{k: v for k, v in record.items() if k not in ("name", "params", "macs")},
-        })
-        print(f"{name:>10}: top-1 {rows[-1]['top1']:.2f} %, {rows[-1]['macs']:,} MACs, {rows[-1]['bytes']:,} B, "
-              f"b64 x{rows[-1]['speedup_b64']}", flush=True)
+        path = cache.onnx(record["name"])
+        first = {k: record[k] for k in ("name", "params", "macs", "latency_ms", "speedup_b1", "speedup_b64")}
+        rows.append({**first, "top1": evaluate_onnx(path, scored)["top1"], "bytes": path.stat().st_size,
+                     "bytes_ratio": round(path.stat().st_size / base_bytes, 4),
+                     **{k: v for k, v in record.items() if k not in first}})
+        print(f"{record['name']:>10}: top-1 {rows[-1]['top1']:.2f} %, {rows[-1]['macs']:,} MACs, "
+              f"{rows[-1]['bytes']:,} B, b64 x{rows[-1]['speedup_b64']}", flush=True)
     for row in rows:
         row["delta_top1"] = round(row["top1"] - rows[0]["top1"], 2)
 
