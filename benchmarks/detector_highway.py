@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import write_results
+from _common import apply_threads, write_results
 from deepshrink.data import BatchLoader
 from deepshrink.detection import (
     distill_detector,
@@ -79,7 +79,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
     p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for latency (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch and ONNX Runtime threads (default: all cores)")
+    p.add_argument("--work", default=None, help="per-row checkpoints, resumed when re-run (default runs/detector_highway)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -99,6 +100,13 @@ class Bench:
         loader = BatchLoader(data.test, 1, train=False, mean=data.mean, std=data.std)
         self.nms_images = [x for _, (x, _) in zip(range(8), loader)]  # real scenes: NMS cost depends on them
         self.baseline_onnx: Path | None = None
+        self.work = Path(args.work or ROOT / "runs" / (NAME + ("-quick" if args.quick else "")))
+
+    def fit(self, row: str, train, *model_args, config: dict):
+        """One row's training, checkpointed every epoch under the work folder: an interrupted
+        benchmark resumes each row where it stopped, and a finished row is not trained again."""
+        return train(*model_args, self.data, config, options=self.options(), out_dir=self.work / row,
+                     resume=True).model
 
     def train_config(self, epochs: int, lr: float) -> dict:
         quick = {"epochs": 1, "limit_batches": 3} if self.args.quick else {"epochs": epochs}
@@ -149,7 +157,7 @@ class Bench:
         torch.manual_seed(args.seed)
         base = create_model(args.model, num_classes=self.data.num_classes, width_mult=args.width_mult)
         start = time.perf_counter()
-        base = train_detector(base, self.data, self.train_config(args.epochs, args.lr), options=self.options()).model
+        base = self.fit("baseline", train_detector, base, config=self.train_config(args.epochs, args.lr))
         rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=epochs)]
 
         example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
@@ -157,11 +165,11 @@ class Bench:
         pruned = prune(base, example, config=config)
         ft = self.train_config(ft_epochs, args.lr / 2)
         start = time.perf_counter()
-        tuned = train_detector(copy.deepcopy(pruned.model), self.data, ft, options=self.options()).model
+        tuned = self.fit("pruned", train_detector, copy.deepcopy(pruned.model), config=ft)
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
                                    prune_ratio=round(pruned.report["ratio"], 4)))
         start = time.perf_counter()
-        kd = distill_detector(copy.deepcopy(pruned.model), base, self.data, ft, options=self.options()).model
+        kd = self.fit("pruned+kd", distill_detector, copy.deepcopy(pruned.model), base, config=ft)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
         loader = BatchLoader(self.data.train, 16, train=False, mean=self.data.mean, std=self.data.std)
@@ -187,6 +195,7 @@ def _ratios(rows: list[dict]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    apply_threads(args.threads)
     rows = Bench(args).run()
     budget = {"model": f"{args.model} x{args.width_mult}", "input": "3x320x320", "quick": args.quick,
               "baseline_epochs": 1 if args.quick else args.epochs,

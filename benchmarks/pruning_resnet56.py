@@ -1,7 +1,8 @@
 """Structured pruning of ResNet-56 on the CIFAR-10 JPEG copy at about 2x fewer MACs (issue 3).
 
 The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
-bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %) with verified surgery,
+bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
 Torch-Pruning cannot do); then each is fine-tuned for the same budget: `--epochs` epochs of cross-entropy, SGD +
@@ -9,7 +10,8 @@ Nesterov, cosine from `--lr`, batch 128, weight decay 1e-4, random crop + flip, 
 Rows `tp-<criterion>` run Torch-Pruning (optional extra `pip install torch-pruning`) with the
 same criterion and fine-tuning: its full pruning of this model fails on the zero-padding
 shortcuts (the error is recorded in `tp_full_error`), so it runs its workaround, the intra-block
-channels only, at ratio 0.5 (= 2x fewer MACs). Every row: top-1 after fine-tuning and right after
+channels only, at ratio 0.5 (= 2x fewer MACs). `--aggregate group` scores our l1/l2/fpgm
+channels over the whole coupled group (producer filters + consumer inputs) as Torch-Pruning does. Every row: top-1 after fine-tuning and right after
 pruning, the change vs the baseline, params, MACs, ONNX Runtime latency at batch 1 and 64 and
 their speed-up vs the baseline.
 
@@ -60,6 +62,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
     p.add_argument("--scope", choices=["all", "intra"], default="intra",
                    help="our rows: prune block outputs through the shortcuts too (all) or inside blocks only")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="our rows: this ratio in every group (Torch-Pruning's setting: equal MACs) instead of "
+                        "solving --macs-keep, whose rounding removes 8 more channels somewhere")
+    p.add_argument("--aggregate", choices=["producers", "group"], default="producers",
+                   help="our l1/fpgm rows score the filters only or the whole coupled group (as Torch-Pruning does)")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
     add_io_args(p)
@@ -73,9 +80,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Module, dict]:
     scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
-    result = prune(baseline, criterion=criterion, budget={"metric": "macs", "keep": args.macs_keep},
-                   data=calibration, **scope)
-    return result.model, {"ratio": round(result.report["ratio"], 4),
+    target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
+    result = prune(baseline, criterion=criterion, data=calibration, aggregate=args.aggregate, **target, **scope)
+    return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": args.aggregate,
                           "verified_rel_error": result.report["verification"]["max_relative_error"]}
 
 
@@ -137,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
               "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
-              "macs_keep": args.macs_keep, "scope": args.scope, "test_images": len(scored.test),
+              "macs_keep": args.macs_keep if args.ratio is None else None, "ratio": args.ratio, "scope": args.scope, "aggregate": args.aggregate, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
     notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. speedup_b1/b64: baseline latency / "
              "row latency, all rows timed interleaved in one ONNX Runtime session at the end. tp-*: Torch-Pruning; "

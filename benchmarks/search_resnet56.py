@@ -34,6 +34,7 @@ from _common import (
     RowCache,
     add_budget_args,
     add_io_args,
+    apply_threads,
     cifar10_jpeg,
     jpeg_baseline,
     row_names,
@@ -62,7 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generations", type=int, default=10)
     p.add_argument("--population", type=int, default=16)
     p.add_argument("--latency-round-to", type=int, default=8, help="width multiple of the latency search")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for every latency (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads and ONNX Runtime threads of every latency (default 1)")
     p.add_argument("--lr", type=float, default=0.01)
     add_io_args(p)
     add_budget_args(p, threads=False)
@@ -74,6 +75,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    apply_threads(args.threads)
     data, scored = cifar10_jpeg(args)
     baseline = jpeg_baseline("resnet56", data, args)
     example = (torch.randn(2, *data.input_size),)

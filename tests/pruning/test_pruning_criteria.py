@@ -36,6 +36,17 @@ def test_norm_criteria_remove_the_smallest_filters(criterion: str, x32) -> None:
     assert _removed(model, x32, criterion) == [1, 4, 6, 7]
 
 
+@pytest.mark.parametrize("criterion", ["l1", "l2"])
+def test_group_aggregate_also_scores_what_the_consumers_read(criterion: str, x32) -> None:
+    model = _net()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.ones_like(model[0].weight))
+        model[0].weight[[0, 1, 2, 3]] *= 2.0  # larger filters, but the classifier ignores them
+        model[5].weight[:, [0, 1, 2, 3]] = 0.0
+    assert _removed(model, x32, criterion) == [4, 5, 6, 7]  # producers: the paper's definition
+    assert _removed(model, x32, criterion, aggregate="group") == [0, 1, 2, 3]
+
+
 def test_fpgm_removes_filters_at_the_geometric_median_not_the_smallest(x32) -> None:
     model = _net()
     centre = torch.full((3, 3, 3), 10.0)

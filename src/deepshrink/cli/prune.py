@@ -23,7 +23,8 @@ def _config(options: dict[str, Any]):
     if len(budgets) > 1:
         raise ConfigError("give at most one of --macs-budget and --params-budget")
     overrides: dict[str, Any] = {
-        "criterion": options["criterion"], "ratio": options["ratio"], "policy": options["policy"],
+        "criterion": options["criterion"], "aggregate": options["aggregate"], "ratio": options["ratio"],
+        "policy": options["policy"],
         "round_to": options["round_to"],
         "budget": {"metric": budgets[0][0], "keep": budgets[0][1]} if budgets else None,
         "schedule": {"kind": "iterative", "steps": options["steps"]} if options["steps"] else None,
@@ -45,6 +46,8 @@ def _calibration(data, count: int) -> list:
 @click.command("prune")
 @model_options
 @click.option("--criterion", default=None, help="Importance criterion: fpgm (default), l1, l2, bn_scale, taylor, hrank, random.")
+@click.option("--aggregate", type=click.Choice(["producers", "group"]), default=None,
+              help="What l1, l2 and fpgm score: the producing filters (default) or the whole coupled group.")
 @click.option("--ratio", type=float, default=None, help="Fraction of each coupled group's channels to remove (default 0.5).")
 @click.option("--policy", type=click.Choice(["uniform", "global"]), default=None)
 @click.option("--macs-budget", type=float, default=None, help="Prune until this fraction of the MACs is left (e.g. 0.5).")

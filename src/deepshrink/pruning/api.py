@@ -60,7 +60,8 @@ def graph_for(model: nn.Module, inputs, cfg: PruneConfig) -> DependencyGraph:
 
 def scores_for(graph: DependencyGraph, cfg: PruneConfig, data: Batches | None,
                objective: Callable | None = None) -> Scores:
-    ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed, objective=objective)
+    ctx = ScoringContext(graph, calibration=_calibration(data, cfg), seed=cfg.advanced.seed, objective=objective,
+                         aggregate=cfg.aggregate.value)
     return score_groups(graph, cfg.criterion, ctx)
 
 

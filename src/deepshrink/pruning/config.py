@@ -19,6 +19,11 @@ class Policy(str, Enum):
     GLOBAL = "global"  # one ranking over all groups (scores normalised per group)
 
 
+class Aggregate(str, Enum):
+    PRODUCERS = "producers"  # the producing filters only: each criterion's paper definition
+    GROUP = "group"  # plus the consumers' input weights of the same channels (DepGraph's group importance)
+
+
 class Metric(str, Enum):
     MACS = "macs"
     PARAMS = "params"
@@ -62,6 +67,8 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     criterion: str = "fpgm"
+    aggregate: Aggregate = Field(default=Aggregate.PRODUCERS, description="weights the magnitude criteria "
+                                 "(l1, l2, fpgm) score: the producing filters, or the whole coupled group")
     ratio: Ratio = 0.5
     policy: Policy = Policy.UNIFORM
     ratios: dict[str, Ratio] = Field(default_factory=dict, description="layer name or regex -> ratio")

@@ -31,6 +31,7 @@ class ScoringContext:
     calibration: Batches | None = None
     seed: int = 0
     objective: Callable | None = None  # objective(model, images, labels) -> (loss, outputs)
+    aggregate: str = "producers"  # or "group": magnitude criteria also score the consumers' inputs
     cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,10 +78,16 @@ def _weighted_slots(group: Group, ctx: ScoringContext, role: str) -> Iterable[tu
 
 def filter_scores(group: Group, ctx: ScoringContext, score_rows: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Score every producing layer's filters, normalise per layer, sum per unit over the layers.
-    Units made only of zero padding get 0: they carry nothing."""
+    Units made only of zero padding get 0: they carry nothing. With `ctx.aggregate == "group"`
+    each dense consumer's input columns are scored the same way and added: a channel whose
+    readers ignore it is cheap to remove even when its filter is large."""
     total = torch.zeros(group.size)
     for slot, module in _weighted_slots(group, ctx, "out"):
         total += group.gather(slot.key, primitives.normalise(score_rows(module.weight)))
+    if ctx.aggregate == "group":
+        for slot, module in _weighted_slots(group, ctx, "in"):
+            if getattr(module, "groups", 1) == 1:  # a grouped consumer's inputs are its producer's channels
+                total += group.gather(slot.key, primitives.normalise(score_rows(primitives.input_columns(module.weight))))
     return total
 
 

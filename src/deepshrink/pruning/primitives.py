@@ -13,6 +13,11 @@ def row_norms(matrix: torch.Tensor, p: int) -> torch.Tensor:
     return matrix.detach().flatten(1).float().norm(p=p, dim=1)
 
 
+def input_columns(weight: torch.Tensor) -> torch.Tensor:
+    """A weight [out, in, ...] seen from its inputs: one row per input channel."""
+    return weight.detach().transpose(0, 1)
+
+
 def fpgm_scores(matrix: torch.Tensor) -> torch.Tensor:
     """Sum of Euclidean distances from each filter to all others (He et al. 2019). Filters near
     the geometric median have the smallest sum: they are the most replaceable."""
