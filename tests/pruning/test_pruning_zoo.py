@@ -46,14 +46,15 @@ def _tensors(value):
             yield from _tensors(v)
 
 
-def _check(name: str, criterion: str, ratio: float, tmp_path) -> None:
+def _check(name: str, criterion: str, ratio: float, tmp_path, **options) -> None:
     model = create_model(name).eval()
     x = _inputs(model)
     size = model.deepshrink_spec.input_size
     data = calibration(1, classes=model.deepshrink_spec.num_classes, size=size[-1])
     data = [(images[:, : size[0]], labels) for images, labels in data]
     objective = _output_energy if MODELS.meta(name).get("task", "classification") != "classification" else None
-    result = prune(model, x, criterion=criterion, ratio=ratio, protect_ends=False, data=data, objective=objective)
+    result = prune(model, x, criterion=criterion, ratio=ratio, protect_ends=False, data=data, objective=objective,
+                   **options)
     assert result.report["verification"]["max_relative_error"] <= 1e-4
     if ratio > 0 and any(g["units"] > 8 for g in result.report["groups"]) and not result.report["unscored"]:
         assert result.report["params"]["after"] < result.report["params"]["before"]
@@ -78,6 +79,18 @@ def _cases():
 @pytest.mark.parametrize("name, criterion, ratio", list(_cases()))
 def test_zoo_prunes_verifies_exports_and_reloads(name: str, criterion: str, ratio: float, tmp_path) -> None:
     _check(name, criterion, ratio, tmp_path)
+
+
+GROUP_FAST = {"resnet20", "mobilenet_v2", "shufflenet_v2"}  # option-A pads, depthwise consumers, split + concat
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in GROUP_FAST else (pytest.mark.slow,)) for n in list_models()
+])
+def test_zoo_prunes_with_group_importance(name: str, tmp_path) -> None:
+    """aggregate='group' reads every consumer's input columns: linears after flatten, grouped and
+    depthwise convolutions, concat offsets."""
+    _check(name, "l1", 0.5, tmp_path, aggregate="group")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=(pytest.mark.slow,) if _large(n) else ()) for n in list_models()])
