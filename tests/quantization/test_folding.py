@@ -64,3 +64,26 @@ def test_folded_model_saves_and_reloads(tmp_path):
     loaded = deepshrink.load(tmp_path / "m")
     x = torch.randn(2, *SIZE)
     torch.testing.assert_close(loaded(x), folded(x))
+
+
+class _SharedHead(nn.Module):
+    """One conv applied to two pyramid levels, each level with its own BatchNorm (FCOS-style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.norms = nn.ModuleList([nn.BatchNorm2d(4), nn.BatchNorm2d(4)])
+        for bn in self.norms:
+            randomize_bn(bn)
+
+    def forward(self, x):
+        small = nn.functional.avg_pool2d(x, 2)
+        return self.norms[0](self.conv(x)).mean((2, 3)) + self.norms[1](self.conv(small)).mean((2, 3))
+
+
+def test_a_conv_shared_across_levels_is_not_folded():
+    model = _SharedHead().eval()
+    x = torch.randn(2, 4, 8, 8)
+    folded = fold_bn(model)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == 2
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-6)

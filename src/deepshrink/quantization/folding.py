@@ -4,6 +4,8 @@ b' = (b - m) * g / sqrt(v + eps) + beta, exactly the eval-mode function. Recorde
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -41,7 +43,10 @@ def _with_bias(layer: nn.Module) -> nn.Module:
 
 
 def fold_pairs(graph_module: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
-    """(layer node, BN node) pairs where the BN is the layer's only consumer."""
+    """(layer node, BN node) pairs where the BN is the layer's only consumer. A layer called from
+    several places (a detection head shared across pyramid levels, each level with its own BN) is
+    left alone: folding would bake one level's statistics into the weights every level reads."""
+    calls = Counter(str(node.target) for node in graph_module.graph.nodes if node.op == "call_module")
     pairs = []
     for node in graph_module.graph.nodes:
         bn = module_of(graph_module, node)
@@ -49,7 +54,8 @@ def fold_pairs(graph_module: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
             continue
         producer = node.all_input_nodes[0]
         layer = module_of(graph_module, producer)
-        if type(layer) in FOLDABLE and len(producer.users) == 1 and layer.weight.shape[0] == bn.num_features:
+        if (type(layer) in FOLDABLE and len(producer.users) == 1 and layer.weight.shape[0] == bn.num_features
+                and calls[str(producer.target)] == 1 and calls[str(node.target)] == 1):
             pairs.append((producer, node))
     return pairs
 
