@@ -54,6 +54,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="how the parameter budget is spread over the layers (default uniform)")
     p.add_argument("--calibration-images", type=int, default=64, help="training images for --allocation sensitivity")
     p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
+    p.add_argument("--grad-clip", type=float, default=None,
+                   help="gradient-norm clip of the fine-tuning (default: the recovery recipe's)")
     p.add_argument("--bn-batches", type=int, default=20, help="training batches for the BatchNorm re-estimation")
     add_io_args(p)
     add_budget_args(p)
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     baseline = jpeg_baseline("resnet32", data, args)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
-    train = {"epochs": 1 if args.quick else args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device,
+    train = {"epochs": 1 if args.quick else args.epochs, "lr": args.lr,
+             **({"grad_clip": args.grad_clip} if args.grad_clip is not None else {}), "seed": args.seed, "device": args.device,
              "amp": cuda, "limit_batches": 3 if args.quick else args.limit_batches, "progress": sys.stdout.isatty()}
     calibration = None
     if args.allocation == "sensitivity":
