@@ -30,6 +30,8 @@ from deepshrink.training import TrainConfig
 
 # A fine-tuning recipe, not a training one: a small learning rate with a short warm-up (the
 # factors start close to the original function), Nesterov SGD, cosine decay, the baselines' decay.
+# The gradient-norm clip stops CP's rare blow-ups (CP 2x diverged without one) but must not slow
+# the recovery: on ResNet-32, 150 batches, a clip at 1 cost Tucker 5x 10.5 points against 5.
 RECOVERY_TRAIN: dict[str, Any] = {
     "optimizer": "sgd",
     "lr": 0.002,
@@ -40,7 +42,7 @@ RECOVERY_TRAIN: dict[str, Any] = {
     "schedule": "cosine",
     "batch_size": 128,
     "channels_last": True,
-    "grad_clip": 1.0,
+    "grad_clip": 5.0,
 }
 RECOVERY_KD: dict[str, Any] = {"losses": ["kd"], "temperature": 4.0, "weights": {"alpha": 0.1, "beta": 0.9}}
 
