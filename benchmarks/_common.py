@@ -107,7 +107,7 @@ class RowCache:
                                     budget_s=1.0 if quick else 5.0, reference=records[0]["name"])
         for record in records:
             record.setdefault("latency_ms", {}).update(timed[record["name"]]["latency_ms"])
-            record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"})
+            record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"}, timed_on=machine_name())
 
 
 def cifar10_jpeg(args: argparse.Namespace):
@@ -139,3 +139,21 @@ def cached_record(folder: Path, name: str, compute) -> dict:
     if not path.is_file():
         write_json(path, compute())
     return read_json(path)
+
+
+def device_name() -> str:
+    """Where this process trains: the GPU's name when CUDA is available, else the CPU's model
+    (rows trained on a lent GPU and re-timed here say so)."""
+    import torch
+
+    from deepshrink.metrics.benchmark import machine_info
+
+    return f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else f"cpu: {machine_info()['cpu']}"
+
+
+def machine_name() -> str:
+    """The CPU model and core count latency was measured on."""
+    from deepshrink.metrics.benchmark import machine_info
+
+    info = machine_info()
+    return f"{info['cpu']} ({info['cores_available']} cores)"

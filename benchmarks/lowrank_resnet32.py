@@ -29,6 +29,7 @@ from _common import (
     add_budget_args,
     add_io_args,
     apply_threads,
+    device_name,
     cifar10_jpeg,
     jpeg_baseline,
     row_names,
@@ -85,7 +86,7 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
         decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
         grad_clip=recipe.train.grad_clip,
-        train_loss=result.history[-1].get("train_loss") if result.history else None,
+        train_loss=result.history[-1].get("train_loss") if result.history else None, train_device=device_name(),
     )
     return record, model
 

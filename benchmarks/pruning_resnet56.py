@@ -34,6 +34,7 @@ from _common import (
     add_budget_args,
     add_io_args,
     apply_threads,
+    device_name,
     cifar10_jpeg,
     jpeg_baseline,
     row_names,
@@ -102,7 +103,7 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
         name, measured, top1=after, method=name, top1_pruned=pruned_top1, delta_top1=round(after - base_top1, 2),
         macs_ratio=round(base_profile.macs / measured.macs, 3), params_ratio=round(base_profile.params / measured.params, 3),
         minutes=round((time.perf_counter() - start) / 60, 2),
-        train_loss=result.history[-1].get("train_loss") if result.history else None, **extra,
+        train_loss=result.history[-1].get("train_loss") if result.history else None, train_device=device_name(), **extra,
     ) | {"model": model}
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -38,7 +39,7 @@ from typing import Any
 
 import torch
 
-from _common import write_results
+from _common import device_name, machine_name, write_results
 from deepshrink.data import BatchLoader, load_data, subset
 from deepshrink.export import export_onnx
 from deepshrink.fileio import read_json, write_json
@@ -76,6 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default=None, help="comma-separated row names to run when not finished yet (default: all)")
     p.add_argument("--work", default=str(ROOT / "runs" / "quant_resnet"), help="finished rows, reused when re-run")
     p.add_argument("--limit-batches", type=int, default=None, help="cap every QAT epoch at this many batches (default: whole epochs)")
+    p.add_argument("--retime", action="store_true",
+                   help="re-time the ORT latency of finished rows on this machine (rows trained elsewhere, e.g. on a GPU)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--out", default=None, help="default docs/benchmarks (--quick: runs/benchmarks)")
     return p.parse_args(argv)
@@ -114,16 +117,20 @@ class Bench:
 
     def row(self, top1: float, *, path: Path | None = None, bytes_: int | None = None, **extra: Any) -> dict:
         """A row without its name (rows() adds it); ORT latency when there is a graph."""
-        latency = self.ort_latency(path) if path is not None else {}
         row = {"top1": top1, "params": self.params, "macs": self.macs,
-               "bytes": bytes_ if bytes_ is not None else path.stat().st_size,
-               "latency_ms": {k: v for k, v in latency.items() if k.startswith("ort_")}}
-        if latency:
-            row.update(speedup_b1=latency["paired_fp32_b1"] / latency["ort_b1"],
-                       speedup_b64=latency["paired_fp32_b64"] / latency["ort_b64"],
-                       paired_fp32_ms={k: v for k, v in latency.items() if k.startswith("paired")})
+               "bytes": bytes_ if bytes_ is not None else path.stat().st_size, "latency_ms": {}}
+        if path is not None:
+            row.update(self.timing(path), graph=str(path))
         row["bytes_ratio"] = row["bytes"] / self.fp32_path.stat().st_size
         return {**row, **extra}
+
+    def timing(self, path: Path) -> dict:
+        """latency_ms, speed-ups against the FP32 graph and the FP32 numbers of the same pairing."""
+        latency = self.ort_latency(path)
+        return {"latency_ms": {k: v for k, v in latency.items() if k.startswith("ort_")},
+                "speedup_b1": latency["paired_fp32_b1"] / latency["ort_b1"],
+                "speedup_b64": latency["paired_fp32_b64"] / latency["ort_b64"],
+                "paired_fp32_ms": {k: v for k, v in latency.items() if k.startswith("paired")}, "timed_on": machine_name()}
 
     def deployed(self, result: Any) -> dict:
         return self.row(evaluate_onnx(result.onnx_path, self.data)["top1"], path=result.onnx_path,
@@ -147,10 +154,16 @@ class Bench:
         for name, run in runs:  # finished rows come from --work; --rows picks which missing ones run
             path = Path(self.args.work + ("-quick" if self.args.quick else "")) / f"{self.arch}-{name}.json"
             if path.is_file():
+                if self.args.retime and path.with_suffix(".onnx").is_file():
+                    write_json(path, read_json(path) | self.timing(path.with_suffix(".onnx")))
                 out.append(read_json(path))
             elif wanted is None or name in wanted or name == "fp32":
                 print(f"[{self.arch}] {name}", file=sys.stderr, flush=True)
-                write_json(path, {"name": f"{self.arch}-{name}", **run()})
+                row = run()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if "graph" in row:  # kept beside the record, so the row can be re-timed elsewhere
+                    shutil.copyfile(row.pop("graph"), path.with_suffix(".onnx"))
+                write_json(path, {"name": f"{self.arch}-{name}", **row, "train_device": device_name()})
                 out.append(read_json(path))  # the JSON round trip makes fresh and cached rows alike
         return out
 
