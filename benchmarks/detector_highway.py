@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from _common import apply_threads, write_results
-from deepshrink.data import BatchLoader
+from deepshrink.data import BatchLoader, sample_loader
 from deepshrink.detection import (
     distill_detector,
     evaluate_detector,
@@ -172,7 +172,7 @@ class Bench:
         kd = self.fit("pruned+kd", distill_detector, copy.deepcopy(pruned.model), base, config=ft)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
-        loader = BatchLoader(self.data.train, 16, train=False, mean=self.data.mean, std=self.data.std)
+        loader = sample_loader(self.data, 16)
         calibration = torch.cat([x for _, (x, _) in zip(range(2 if args.quick else 16), loader)])
         q = quantize(kd, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
                                              "keep_float": HEAD_PREDICTIONS}, onnx_path=self.tmp / "int8.onnx",

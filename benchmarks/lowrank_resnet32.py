@@ -35,7 +35,7 @@ from _common import (
     row_names,
     write_results,
 )
-from deepshrink.data import BatchLoader
+from deepshrink.data import sample_loader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
 from deepshrink.metrics import evaluate, profile
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
              "amp": cuda, "limit_batches": 3 if args.quick else args.limit_batches, "progress": sys.stdout.isatty()}
     calibration = None
     if args.allocation == "sensitivity":
-        loader = BatchLoader(data.train, args.calibration_images, train=False, augment=False, mean=data.mean,
-                             std=data.std, seed=args.seed)
+        loader = sample_loader(data, args.calibration_images, seed=args.seed)
         calibration = next(iter(loader))[0]
 
     def top1(model: torch.nn.Module) -> float:

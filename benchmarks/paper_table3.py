@@ -49,7 +49,7 @@ from _common import (
     write_results,
 )
 from _peers import torch_pruning_prune
-from deepshrink.data import BatchLoader, load_data, subset
+from deepshrink.data import load_data, sample_loader, subset
 from deepshrink.distillation import DistillConfig, distill
 from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
@@ -120,8 +120,7 @@ class Table3:
         self.train_config = TrainConfig(**{**step_options(self.recipe, "distill")["train"], "seed": args.seed,
                                            "limit_batches": 3 if args.quick else args.limit_batches,
                                            "epochs": 1 if args.quick else args.epochs, "progress": sys.stdout.isatty()})
-        self.calibration = list(BatchLoader(self.data.train, 64, train=False, augment=False, mean=self.data.mean,
-                                            std=self.data.std, seed=args.seed, limit_batches=2 if args.quick else 8))
+        self.calibration = list(sample_loader(self.data, 64, seed=args.seed, limit_batches=2 if args.quick else 8))
 
     def zoo(self, name: str, weights: Path) -> torch.nn.Module:
         data = self.data

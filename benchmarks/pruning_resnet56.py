@@ -41,7 +41,7 @@ from _common import (
     write_results,
 )
 from _peers import torch_pruning_prune
-from deepshrink.data import BatchLoader
+from deepshrink.data import sample_loader
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.pruning import prune
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                          weight_decay=1e-4, schedule="cosine", channels_last=True, seed=args.seed,
                          device=args.device, amp=cuda, limit_batches=3 if args.quick else args.limit_batches,
                          progress=sys.stdout.isatty())
-    loader = BatchLoader(data.train, 64, train=False, augment=False, mean=data.mean, std=data.std, seed=args.seed,
-                         limit_batches=args.calibration_batches)
+    loader = sample_loader(data, 64, seed=args.seed, limit_batches=args.calibration_batches)
     calibration = list(loader)
 
     def top1(model: torch.nn.Module) -> float:

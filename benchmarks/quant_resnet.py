@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from _common import device_name, machine_name, write_results
-from deepshrink.data import BatchLoader, load_data, subset
+from deepshrink.data import load_data, sample_loader, subset
 from deepshrink.export import export_onnx
 from deepshrink.fileio import read_json, write_json
 from deepshrink.metrics import evaluate, latency_ms
@@ -95,7 +95,7 @@ class Bench:
         load_weights(self.model, shared / "weights" / "cifar10-jpeg" / f"{arch}.pth")
         self.model.eval()
         size = 128 if args.quick else 512
-        loader = BatchLoader(self.data.train, 64, train=False, augment=False, mean=self.data.mean, std=self.data.std, seed=0)
+        loader = sample_loader(self.data, 64)
         self.calibration = torch.cat([x for _, x in zip(range(size // 64), (b for b, _ in loader))])
         self.tmp = Path(tempfile.mkdtemp(prefix=f"quant_{arch}_"))
         self.fp32_path = export_onnx(self.model, self.tmp / "fp32.onnx")

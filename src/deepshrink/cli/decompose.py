@@ -36,9 +36,9 @@ def _ranks(text: str | None) -> dict[str, Any] | str | None:
 def _calibration(data, count: int):
     import torch
 
-    from deepshrink.data import BatchLoader
+    from deepshrink.data import sample_loader
 
-    loader = BatchLoader(data.train, min(count, 256), train=False, augment=False, mean=data.mean, std=data.std, seed=0)
+    loader = sample_loader(data, min(count, 256))
     batches = []
     for images, _ in loader:
         batches.append(images)

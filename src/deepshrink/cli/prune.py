@@ -37,9 +37,9 @@ def _config(options: dict[str, Any]):
 
 
 def _calibration(data, count: int) -> list:
-    from deepshrink.data import BatchLoader
+    from deepshrink.data import sample_loader
 
-    loader = BatchLoader(data.train, 64, train=False, mean=data.mean, std=data.std, limit_batches=count)
+    loader = sample_loader(data, 64, limit_batches=count)
     return list(loader)
 
 

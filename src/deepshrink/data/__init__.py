@@ -3,7 +3,7 @@
 
 from deepshrink.data.bundle import DataBundle, ImageSet, channel_stats, describe, stratified_split, subset
 from deepshrink.data.cache import default_cache_dir
-from deepshrink.data.loader import BatchLoader
+from deepshrink.data.loader import BatchLoader, sample_loader
 from deepshrink.data.specs import ACCEPTED, DataScheme, DataSpec, load_data
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "default_cache_dir",
     "describe",
     "load_data",
+    "sample_loader",
     "stratified_split",
     "subset",
 ]

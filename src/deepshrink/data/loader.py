@@ -121,3 +121,12 @@ class BatchLoader:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return normalize(batch, self._scale, self._shift), self.imageset.labels.index_select(0, idx).to(self.device)
+
+
+def sample_loader(bundle, batch_size: int, *, limit_batches: int | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu") -> BatchLoader:
+    """Un-augmented batches of `bundle`'s training split in a seeded random order: the sample that
+    calibration, importance scoring and BatchNorm re-estimation should see. Splits are often
+    stored sorted by class (the CIFAR-10 JPEG copy is), so their first images are all one class."""
+    return BatchLoader(bundle.train, batch_size, train=True, augment=False, drop_last=False, mean=bundle.mean,
+                       std=bundle.std, seed=seed, limit_batches=limit_batches, device=device)

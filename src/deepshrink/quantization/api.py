@@ -17,7 +17,7 @@ from deepshrink.quantization.bias_correction import correct_bias
 from deepshrink.quantization.calibrate import calibrate, calibration_batches, run_batches
 from deepshrink.quantization.config import Method, QuantizeConfig
 from deepshrink.quantization.equalization import equalize
-from deepshrink.quantization.folding import fold_bn
+from deepshrink.quantization.folding import fold_bn_layers
 from deepshrink.quantization.graph import trace
 from deepshrink.quantization.prepare import apply_plan, make_plan, record_signs
 from deepshrink.quantization.primitives import sqnr_db
@@ -35,7 +35,7 @@ class QuantizeResult:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _ptq(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module) -> tuple[nn.Module, list[dict]]:
+def _ptq(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module, **_: Any) -> tuple[nn.Module, list[dict]]:
     return model, []
 
 
@@ -44,12 +44,13 @@ METHODS: dict[Method, Callable[..., tuple[nn.Module, list[dict]]]] = {Method.PTQ
 
 
 def prepare_model(model: nn.Module, config: QuantizeConfig, batches: list[torch.Tensor]) -> tuple[nn.Module, nn.Module, dict]:
-    """(float base after folding/equalisation, calibrated fake-quant model, plan)."""
-    base = fold_bn(model) if config.advanced.fold_bn else trace(model)
+    """(float base after folding/equalisation, calibrated fake-quant model, plan); the plan's
+    "bn_folded" names the layers a BatchNorm was folded into."""
+    base, folded = fold_bn_layers(model) if config.advanced.fold_bn else (trace(model), [])
     if config.advanced.equalize:
         base = equalize(base)
     graph_module = trace(base)
-    plan = make_plan(graph_module, config)
+    plan = make_plan(graph_module, config) | {"bn_folded": folded}
     quantized = apply_plan(graph_module, plan)
     calibrate(quantized, batches, config.observer, config.advanced)
     if config.advanced.bias_correction:
@@ -78,7 +79,8 @@ def quantize(
     config = QuantizeConfig.coerce(config, **overrides)
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
     base, quantized, plan = prepare_model(model, config, batches)
-    quantized, history = METHODS[config.method](quantized, calibration_data, config, base)
+    quantized, history = METHODS[config.method](quantized, calibration_data, config, base,
+                                                folded=plan["bn_folded"], batches=batches)
     quantized.eval()
     record_signs(quantized, plan)
     plan["config"] = config.model_dump(mode="json")

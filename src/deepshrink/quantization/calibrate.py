@@ -22,9 +22,9 @@ def calibration_batches(data: Any, size: int, batch_size: int = 64) -> list[torc
     float tensor [N, C, H, W], a DataBundle (its train split, normalised with its mean/std), or
     an iterable of tensors or (images, labels) batches (a BatchLoader)."""
     if is_bundle(data):
-        from deepshrink.data import BatchLoader
+        from deepshrink.data import sample_loader
 
-        data = BatchLoader(data.train, batch_size, train=False, augment=False, mean=data.mean, std=data.std)
+        data = sample_loader(data, batch_size)
     if isinstance(data, torch.Tensor):
         if data.dim() < 2:
             raise DataError(f"calibration data: expected a batch of inputs [N, ...], got shape {tuple(data.shape)}")

@@ -63,6 +63,9 @@ class Advanced(BaseModel):
     averaging_constant: float = Field(0.01, gt=0, le=1, description="moving-average observer update rate")
     calibration_batch_size: int = Field(64, ge=1)
     distill_weight: float = Field(0.0, ge=0, description="QAT: weight of KL to the float model's logits")
+    qat_batchnorm: bool = Field(
+        False, description="QAT: train each folded layer with its BatchNorm (batch statistics), folded again after"
+    )
     keep_calibrated: bool = Field(
         True, description="QAT: return the calibrated (PTQ) model when fine-tuning lowers validation top-1"
     )

@@ -77,8 +77,13 @@ def fold_bn_graph(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
 def fold_bn(model: nn.Module) -> nn.Module:
     """A new model with every BatchNorm that follows a conv/linear folded into it (eval function
     unchanged). Other BatchNorms stay."""
+    return fold_bn_layers(model)[0]
+
+
+def fold_bn_layers(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """fold_bn's model and the names of the layers a BatchNorm was folded into."""
     new, folded = fold_bn_graph(model)
-    return derive(model, new, "fold_bn", {"layers": folded})
+    return derive(model, new, "fold_bn", {"layers": folded}), folded
 
 
 @TRANSFORMS.register("fold_bn")

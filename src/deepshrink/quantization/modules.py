@@ -36,15 +36,23 @@ class QuantMixin:
         object.__setattr__(self, "input_quant", quantizer)
 
     def bias_scale(self) -> torch.Tensor | None:
-        quantizer = self.__dict__.get("input_quant")
-        if self.bias is None or quantizer is None or quantizer.calibrating:
-            return None
-        return (quantizer.current_scale() * self.weight_quant.step().detach()).expand(self.bias.shape[0])
+        return None if self.bias is None else self._bias_step()
 
-    def quantized_bias(self) -> torch.Tensor | None:
-        """The bias rounded to int32 codes of step s_x * s_w, as the int8 kernels add it."""
-        scale = self.bias_scale()
-        return self.bias if scale is None else round_ste(self.bias / scale) * scale
+    def _bias_step(self) -> torch.Tensor | None:
+        quantizer = self.__dict__.get("input_quant")
+        if quantizer is None or quantizer.calibrating:
+            return None
+        return (quantizer.current_scale() * self.weight_quant.step().detach()).expand(self.weight.shape[0])
+
+    def quantized_bias(self, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The bias (this layer's, or `bias` for a folded variant of it) rounded to int32 codes of
+        step s_x * s_w, as the int8 kernels add it."""
+        bias = self.bias if bias is None else bias
+        scale = None if bias is None else self._bias_step()
+        return bias if scale is None else round_ste(bias / scale) * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compute(x, self.quantized_weight(), self.quantized_bias())
 
     def to_float(self) -> nn.Module:
         """The plain float layer with the same (unquantised) parameters."""
@@ -69,18 +77,24 @@ def rebuild(cls: type[nn.Module], layer: nn.Module) -> nn.Module:
 
 
 class QuantConv1d(QuantMixin, nn.Conv1d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
+    def compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)
+
+    forward = QuantMixin.forward
 
 
 class QuantConv2d(QuantMixin, nn.Conv2d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.quantized_bias())
+    def compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self._conv_forward(x, weight, bias)
+
+    forward = QuantMixin.forward
 
 
 class QuantLinear(QuantMixin, nn.Linear):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.quantized_weight(), self.quantized_bias())
+    def compute(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    forward = QuantMixin.forward
 
 
 QUANT_OF: dict[type[nn.Module], type[nn.Module]] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}

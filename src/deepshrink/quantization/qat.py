@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepshrink.errors import ConfigError
+from deepshrink.quantization.bn_qat import attach_batchnorm, freeze_batchnorm, reestimate_statistics
 from deepshrink.quantization.calibrate import is_bundle
 from deepshrink.quantization.config import QuantizeConfig
 
@@ -44,8 +45,11 @@ class DistillObjective(nn.Module):
         return F.cross_entropy(logits, labels) + self.weight * t * t * kl, logits
 
 
-def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module | None = None) -> tuple[nn.Module, list[dict]]:
-    """Fine-tune the calibrated fake-quant `model` on `data` (a DataBundle)."""
+def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module | None = None, *,
+            folded: list[str] = (), batches: list[torch.Tensor] = ()) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune the calibrated fake-quant `model` on `data` (a DataBundle). With
+    advanced.qat_batchnorm, the `folded` layers train with a BatchNorm started from their output
+    statistics on `batches` and are folded again afterwards (see bn_qat)."""
     from deepshrink.training import TrainConfig, train
 
     if not is_bundle(data):
@@ -62,7 +66,12 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
         calibrated = copy.deepcopy(model).eval()
         # limit_batches: a smoke run (a couple of batches) checks the guard without a full val pass
         right_before = _val_hits(calibrated, data, train_config.limit_batches)
+    with_batchnorm = config.advanced.qat_batchnorm and bool(folded) and bool(batches) and train_config.epochs > 0
+    if with_batchnorm:
+        model = attach_batchnorm(copy.deepcopy(model), list(folded), list(batches))
     result = train(model, data, train_config, objective=objective)
+    if with_batchnorm:
+        freeze_batchnorm(reestimate_statistics(result.model, list(batches)))
     history = [dict(record) for record in result.history]
     if guard:
         right_after = _val_hits(result.model.eval(), data, train_config.limit_batches)

@@ -19,10 +19,9 @@ class PruneStepOptions(PruneConfig):
 
 def train_batches(ctx: RunContext, count: int, batch_size: int = 64) -> list:
     """A few un-augmented training batches (data-driven criteria, calibration)."""
-    from deepshrink.data import BatchLoader
+    from deepshrink.data import sample_loader
 
-    loader = BatchLoader(ctx.data.train, batch_size, train=False, mean=ctx.data.mean, std=ctx.data.std,
-                         limit_batches=count)
+    loader = sample_loader(ctx.data, batch_size, limit_batches=count)
     return [(images, labels) for images, labels in loader]
 
 
