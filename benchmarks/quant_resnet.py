@@ -163,7 +163,8 @@ class Bench:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if "graph" in row:  # kept beside the record, so the row can be re-timed elsewhere
                     shutil.copyfile(row.pop("graph"), path.with_suffix(".onnx"))
-                write_json(path, {"name": f"{self.arch}-{name}", **row, "train_device": device_name()})
+                write_json(path, {"name": f"{self.arch}-{name}", **row, "train_device": device_name(),
+                                  "calibration_sample": f"{len(self.calibration)} shuffled training images"})
                 out.append(read_json(path))  # the JSON round trip makes fresh and cached rows alike
         return out
 

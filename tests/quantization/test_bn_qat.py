@@ -71,7 +71,7 @@ def test_freezing_folds_back_to_the_exact_eval_function(prepared):
 
 
 def test_qat_with_batchnorm_returns_a_plain_model_that_exports(trained, bundle, tmp_path):
-    config = {"method": "qat", "bits": 4, "train": TRAIN, "advanced": {"keep_calibrated": False}}
+    config = {"method": "qat", "bits": 4, "train": TRAIN, "advanced": {"keep_calibrated": False, "qat_batchnorm": True}}
     result = deepshrink.quantize(trained, bundle, config=config, onnx_path=tmp_path / "m.onnx")
     assert not has_batchnorm_qat(result.model) and result.onnx_path.is_file()
     x, y = normalized(bundle.test)
