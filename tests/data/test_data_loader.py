@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepshrink.data import BatchLoader, ImageSet
+from deepshrink.data import BatchLoader, DataBundle, ImageSet, sample_loader
 from deepshrink.data.augment import crop_flip, hflip, normalize, normalizer
 from deepshrink.errors import ConfigError
 
@@ -150,3 +150,31 @@ def test_throughput_far_above_training_speed():
     seen = sum(len(y) for _ in range(3) for _, y in loader)
     rate = seen / (time.perf_counter() - start)
     assert rate > 10 * 400, f"{rate:.0f} images/s"
+
+
+def test_sample_loader_draws_every_class_from_a_class_sorted_split():
+    # Stored datasets are often sorted by class: the first 64 of these are all class 0.
+    images = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    train = ImageSet(images, torch.arange(4).repeat_interleave(100))
+    bundle = DataBundle(train, train, train, ("a", "b", "c", "d"), 4, (3, 8, 8), MEAN, STD, "sorted")
+    first = next(iter(sample_loader(bundle, 64)))
+    assert first[1].unique().numel() == 4
+    again = next(iter(sample_loader(bundle, 64)))
+    assert torch.equal(first[0], again[0])  # seeded: the same sample every call
+    batches = list(sample_loader(bundle, 64, limit_batches=3))
+    assert [len(b[1]) for b in batches] == [64, 64, 64]
+    every = torch.cat([labels for _, labels in sample_loader(bundle, 64)])
+    assert every.numel() == 400 and every.bincount().tolist() == [100] * 4  # un-augmented, nothing dropped
+
+
+def test_quantisation_calibration_from_a_bundle_is_a_shuffled_sample():
+    from deepshrink.quantization.calibrate import calibration_batches
+
+    images = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    train = ImageSet(images, torch.arange(4).repeat_interleave(100))
+    bundle = DataBundle(train, train, train, ("a", "b", "c", "d"), 4, (3, 8, 8), MEAN, STD, "sorted")
+    batches = calibration_batches(bundle, 128, 64)
+    assert sum(len(b) for b in batches) == 128
+    first_class = normalize(images[:100], *normalizer(MEAN, STD))
+    outside = [not any(torch.allclose(row, ref) for ref in first_class) for row in torch.cat(batches)]
+    assert sum(outside) > 64  # most come from the other three classes

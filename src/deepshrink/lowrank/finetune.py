@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from deepshrink.data import BatchLoader
+from deepshrink.data import sample_loader
 from deepshrink.distillation import DistillConfig, DistillResult, distill
 from deepshrink.errors import ConfigError
 from deepshrink.metrics.evaluation import resolve_data
@@ -87,7 +87,6 @@ def recalibrate_bn_(model: nn.Module, data: Any, *, batches: int = 20, batch_siz
     if batches < 1:
         raise ConfigError(f"bn_batches must be >= 1 (or 0 to skip), got {batches}")
     bundle = resolve_data(data)
-    loader = BatchLoader(bundle.train, batch_size, train=True, augment=False, mean=bundle.mean, std=bundle.std,
-                         seed=seed, limit_batches=batches, drop_last=False)
+    loader = sample_loader(bundle, batch_size, seed=seed, limit_batches=batches)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     return recalibrate_bn(model, [(x.to(device), y) for x, y in loader])
