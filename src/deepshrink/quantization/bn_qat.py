@@ -63,24 +63,33 @@ class BatchNormQAT(nn.Module):
         return layer
 
 
+class ChannelMoments:
+    """Per-channel mean and variance of tensors [N, C, ...] accumulated over batches (float64)."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, x: torch.Tensor) -> None:
+        z = x.detach().transpose(0, 1).flatten(1).double()
+        self.count += z.shape[1]
+        self.total = self.total + z.sum(1)
+        self.squares = self.squares + (z * z).sum(1)
+
+    def mean_var(self, *, unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.total / self.count
+        var = (self.squares / self.count - mean * mean).clamp_min(0)
+        if unbiased:  # as BatchNorm's running_var is kept
+            var = var * self.count / max(self.count - 1, 1)
+        return mean.float(), var.float()
+
+
 @torch.no_grad()
-def attach_batchnorm(model: nn.Module, layers: list[str], batches: list[torch.Tensor]) -> nn.Module:
-    """Wrap each quantised layer named in `layers` (those a BatchNorm was folded into) in a
-    BatchNormQAT started from its output statistics on `batches` (in place; returns `model`)."""
-    targets = {name: model.get_submodule(name) for name in layers}
-    targets = {name: layer for name, layer in targets.items() if isinstance(layer, QUANT_LAYERS)}
-    sums: dict[str, list] = {}  # name -> [count, sum, sum of squares] per output channel
-
-    def statistics(name: str):
-        def hook(layer: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-            out = layer.compute(inputs[0], layer.quantized_weight(), None).transpose(0, 1).flatten(1).double()
-            previous = sums.get(name, [0, 0.0, 0.0])
-            sums[name] = [previous[0] + out.shape[1], previous[1] + out.sum(1), previous[2] + (out * out).sum(1)]
-        return hook
-
-    was_training = model.training
-    model.eval()
-    handles = [layer.register_forward_hook(statistics(name)) for name, layer in targets.items()]
+def _moments(model: nn.Module, modules: dict, batches: list[torch.Tensor], observe) -> dict:
+    """{key: ChannelMoments of observe(module, input)} for each module of `modules` ({key: module})
+    over one pass of `batches` through `model` in its current modes."""
+    moments = {key: ChannelMoments() for key in modules}
+    handles = [module.register_forward_hook(lambda m, inputs, _out, key=key: moments[key].add(observe(m, inputs[0])))
+               for key, module in modules.items()]
     try:
         device = next(model.parameters()).device
         for batch in batches:
@@ -88,12 +97,21 @@ def attach_batchnorm(model: nn.Module, layers: list[str], batches: list[torch.Te
     finally:
         for handle in handles:
             handle.remove()
+    return moments
+
+
+@torch.no_grad()
+def attach_batchnorm(model: nn.Module, layers: list[str], batches: list[torch.Tensor]) -> nn.Module:
+    """Wrap each quantised layer named in `layers` (those a BatchNorm was folded into) in a
+    BatchNormQAT started from its output statistics on `batches` (in place; returns `model`)."""
+    targets = {name: model.get_submodule(name) for name in layers}
+    targets = {name: layer for name, layer in targets.items() if isinstance(layer, QUANT_LAYERS)}
+    was_training = model.training
+    moments = _moments(model.eval(), targets, batches, lambda layer, x: layer.compute(x, layer.quantized_weight(), None))
     for name, layer in targets.items():
-        count, total, squares = sums[name]
-        mean = total / count
-        var = (squares / count - mean * mean).clamp_min(0)
+        mean, var = moments[name].mean_var(unbiased=False)
         bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(mean)
-        set_module(model, name, BatchNormQAT(layer, mean.float(), var.float(), bias))
+        set_module(model, name, BatchNormQAT(layer, mean, var, bias))
     return model.train(was_training)
 
 
@@ -103,31 +121,16 @@ def reestimate_statistics(model: nn.Module, batches: list[torch.Tensor]) -> nn.M
     statistics over `batches` (no gradient step). A short fine-tune leaves the exponential
     averages behind the moving weights: on a small task, 2 epochs at lr 0.01 trained to a lower
     loss than without BatchNorm yet scored 50 % in eval mode until re-estimated."""
-    wrappers = [m for m in model.modules() if isinstance(m, BatchNormQAT)]
-    sums: dict[nn.Module, list] = {}
-
-    def hook(bn: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
-        z = inputs[0].transpose(0, 1).flatten(1).double()
-        previous = sums.get(bn, [0, 0.0, 0.0])
-        sums[bn] = [previous[0] + z.shape[1], previous[1] + z.sum(1), previous[2] + (z * z).sum(1)]
-
+    wrappers = {index: m for index, m in enumerate(model.modules()) if isinstance(m, BatchNormQAT)}
     was_training = model.training
     model.eval()
-    handles = [w.bn.register_forward_hook(hook) for w in wrappers]
-    try:
-        for wrapper in wrappers:
-            wrapper.train()  # the batch-statistics path; activation quantisers stay in eval mode
-        device = next(model.parameters()).device
-        for batch in batches:
-            model(batch.to(device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    for wrapper in wrappers:
-        count, total, squares = sums[wrapper.bn]
-        mean = total / count
+    for wrapper in wrappers.values():
+        wrapper.train()  # the batch-statistics path; activation quantisers stay in eval mode
+    moments = _moments(model, {k: w.bn for k, w in wrappers.items()}, batches, lambda bn, x: x)
+    for key, wrapper in wrappers.items():
+        mean, var = moments[key].mean_var(unbiased=True)
         wrapper.bn.running_mean.copy_(mean)
-        wrapper.bn.running_var.copy_((squares / count - mean * mean) * count / max(count - 1, 1))
+        wrapper.bn.running_var.copy_(var)
     return model.train(was_training)
 
 
