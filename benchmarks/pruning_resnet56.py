@@ -6,7 +6,8 @@ prunes every group by half, exactly the peer's architecture) with verified surge
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
 Torch-Pruning cannot do); then each is fine-tuned for the same budget: `--epochs` epochs of cross-entropy, SGD +
-Nesterov, cosine from `--lr`, batch 128, weight decay 1e-4, random crop + flip, channels_last.
+Nesterov, cosine from `--lr`, batch 128, weight decay 1e-4, random crop + flip, channels_last
+(`--kd`: the same with Hinton KD from the unpruned baseline, T 4, 0.1 labels + 0.9 teacher).
 Rows `tp-<criterion>` run Torch-Pruning (optional extra `pip install torch-pruning`) with the
 same criterion and fine-tuning: its full pruning of this model fails on the zero-padding
 shortcuts (the error is recorded in `tp_full_error`), so it runs its workaround, the intra-block
@@ -42,6 +43,7 @@ from _common import (
 )
 from _peers import torch_pruning_prune
 from deepshrink.data import sample_loader
+from deepshrink.distillation import RECOVERY_KD, DistillConfig, distill
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.pruning import prune
@@ -69,6 +71,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--aggregate", choices=["producers", "group"], default="producers",
                    help="our l1/fpgm rows score the filters only or the whole coupled group (as Torch-Pruning does)")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
+    p.add_argument("--kd", action="store_true",
+                   help="fine-tune with Hinton KD from the unpruned baseline (T 4, 0.1 labels + 0.9 teacher) "
+                        "instead of cross-entropy alone; same optimiser, schedule and epochs")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
     add_io_args(p)
     add_budget_args(p)
@@ -95,7 +100,10 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
     else:
         model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
     pruned_top1 = top1(model)
-    result = train(model, data, config)
+    if args.kd:  # the teacher is the unpruned model: the pruned one starts close to its function
+        result = distill(model, baseline, data, DistillConfig(**RECOVERY_KD, train=config))
+    else:
+        result = train(model, data, config)
     model = result.model.to("cpu").eval()
     measured = profile(model, runtimes=())
     after = top1(model)
@@ -143,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
 
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
-              "recipe": "cross-entropy, SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
+              "recipe": ("KD from the baseline, T 4, 0.1 labels + 0.9 teacher" if args.kd else "cross-entropy")
+              + ", SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
               "macs_keep": args.macs_keep if args.ratio is None else None, "ratio": args.ratio, "scope": args.scope, "aggregate": args.aggregate, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
     notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. speedup_b1/b64: baseline latency / "

@@ -5,7 +5,15 @@ allocation (eq. 7) with the alpha sweep of its Table 2."""
 
 from deepshrink.distillation import losses
 from deepshrink.distillation.api import DistillResult, distill
-from deepshrink.distillation.config import AutoWeights, DistillConfig, KDWeights, LossSpec, Split, WeightMode
+from deepshrink.distillation.config import (
+    RECOVERY_KD,
+    AutoWeights,
+    DistillConfig,
+    KDWeights,
+    LossSpec,
+    Split,
+    WeightMode,
+)
 from deepshrink.distillation.hooks import FeatureHooks
 from deepshrink.distillation.losses import (
     LOSSES,
@@ -34,6 +42,7 @@ from deepshrink.distillation.weighting import (
 )
 
 __all__ = [
+    "RECOVERY_KD",
     "ATLoss",
     "CRDLoss",
     "AutoWeights",

@@ -102,6 +102,11 @@ Weights = Annotated[
 ]
 
 
+# Recovery of a compressed model from its own original (pruned or decomposed): Hinton KD at T 4 with
+# most weight on the teacher, whose soft targets carry more per step than labels alone.
+RECOVERY_KD: dict[str, Any] = {"losses": ["kd"], "temperature": 4.0, "weights": {"alpha": 0.1, "beta": 0.9}}
+
+
 class DistillConfig(_Strict):
     losses: list[LossSpec] = Field(default_factory=lambda: [LossSpec(name="kd")], min_length=1)
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of kd (seed 001 eq. 3)")

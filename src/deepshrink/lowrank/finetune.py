@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from deepshrink.data import sample_loader
-from deepshrink.distillation import DistillConfig, DistillResult, distill
+from deepshrink.distillation import RECOVERY_KD, DistillConfig, DistillResult, distill
 from deepshrink.errors import ConfigError
 from deepshrink.metrics.evaluation import resolve_data
 from deepshrink.nas.search.proxy import recalibrate_bn
@@ -44,7 +44,6 @@ RECOVERY_TRAIN: dict[str, Any] = {
     "channels_last": True,
     "grad_clip": 5.0,
 }
-RECOVERY_KD: dict[str, Any] = {"losses": ["kd"], "temperature": 4.0, "weights": {"alpha": 0.1, "beta": 0.9}}
 
 
 def recovery_config(epochs: int, **train_options: Any) -> DistillConfig:
