@@ -40,13 +40,4 @@ def zoo_model() -> Callable[[str], nn.Module]:
     return functools.cache(lambda name: calibrate(create_model(name)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The zoo tests run batch-2 passes that intra-op parallelism cannot speed up; on the shared
-    2-core machine two spinning OpenMP threads made them about 8x slower (measured: ResNet-56
-    forward+backward 0.41 s with 2 threads, 0.05 s with 1). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 

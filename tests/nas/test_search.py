@@ -19,12 +19,6 @@ from deepshrink.pruning import PruneConfig, prune
 from deepshrink.training import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny passes on a shared 2-core machine: extra threads only contend
-    yield
-    torch.set_num_threads(threads)
 
 
 def _images(n: int, generator: torch.Generator) -> ImageSet:

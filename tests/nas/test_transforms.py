@@ -23,12 +23,6 @@ from deepshrink.pruning import LayerSelection
 TRANSFORM_FNS = {"depthwise_separable": to_depthwise_separable, "ghost": to_ghost}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small passes on a shared 2-core machine: extra threads only contend
-    yield
-    torch.set_num_threads(threads)
 
 
 def calibrate(model: nn.Module, images: torch.Tensor) -> nn.Module:

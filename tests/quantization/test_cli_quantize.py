@@ -15,8 +15,6 @@ from deepshrink.fileio import save_safetensors
 @pytest.fixture(scope="module")
 def digits_weights(tmp_path_factory):
     """digits_cnn fitted for a few Adam steps on the embedded digits (about 90 % test top-1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     data = deepshrink.load_data("digits")
     model = deepshrink.create_model("digits_cnn")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -27,7 +25,6 @@ def digits_weights(tmp_path_factory):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("w") / "digits.safetensors"
     save_safetensors(model.state_dict(), path)
     return path

@@ -74,7 +74,8 @@ def test_low_bit_models_export_exactly(trained, bundle, tmp_path, options):
 
 
 def test_codes_beyond_int8_are_an_export_error(trained, bundle, tmp_path):
-    result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": "dorefa", "first_last_bits": None, "train": {"epochs": 0, "progress": False}})
+    result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": "dorefa", "first_last_bits": None, "train": {"epochs": 0, "progress": False},
+                                                                "advanced": {"reduce_range": False}})
     with pytest.raises(ExportError, match=r"layer 'conv1': weight codes reach 255, beyond int8 \(DoReFaWeightQuant at 8 bits\)"):
         export_int8_onnx(result.model, tmp_path / "d.onnx")
 

@@ -58,6 +58,7 @@ def test_per_tensor_weights_are_an_option_and_worse_at_low_bits(trained, bundle)
     assert per_channel.report["logits_sqnr_db"] > per_tensor.report["logits_sqnr_db"]
 
 
+@pytest.mark.usefixtures("full_int8_range")
 def test_first_and_last_layers_keep_their_precision(trained, bundle):
     x, _ = normalized(bundle.test)
     report = deepshrink.quantize(trained, x[:32], bits=4).report
@@ -85,6 +86,7 @@ class _WithTranspose(nn.Module):
         return self.up(torch.relu(self.conv(x))).mean(dim=(2, 3))
 
 
+@pytest.mark.usefixtures("full_int8_range")
 def test_an_op_that_cannot_be_quantized_is_named_and_can_stay_float():
     model, x = _WithTranspose().eval(), torch.randn(8, 3, 6, 6)
     with pytest.raises(UnsupportedOpError, match=r"layer 'up' \(ConvTranspose2d\) cannot be quantised; leave it in float with keep_float=\['up'\]"):

@@ -73,6 +73,7 @@ def test_w2a2_qat_recovers_accuracy_lost_by_ptq(trained, bundle, weight, activat
 
 
 @pytest.mark.parametrize("weight, activation", [("bwn", "binary"), ("twn", "lsq")])
+@pytest.mark.usefixtures("full_int8_range")
 def test_binary_and_ternary_networks_train(trained, bundle, weight, activation):
     x, y = normalized(bundle.test)
     result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": weight, "activation": activation, "train": TRAIN})

@@ -38,6 +38,9 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--calibration-size", type=int, default=512, show_default=True, help="Calibration images (train split).")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalisation before quantising.")
 @click.option("--bias-correction", is_flag=True, help="Empirical bias correction after calibration.")
+@click.option("--reduce-range/--full-range", default=None,
+              help="8-bit weights on the 7-bit grid, which x86 CPUs without VNNI run without saturating "
+                   "(default: on exactly when this CPU lacks VNNI).")
 @click.option("--epochs", type=int, default=None, help="QAT epochs (default 3).")
 @click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 0.01).")
 @click.option("--limit-batches", type=int, default=None, help="Evaluate (and train) on this many batches only.")
@@ -45,7 +48,7 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--threads", type=int, default=None, help="Threads for ONNX Runtime timing (default: PyTorch's).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
-             first_last_bits, keep_float, calibration_size, equalize, bias_correction, epochs, lr, limit_batches,
+             first_last_bits, keep_float, calibration_size, equalize, bias_correction, reduce_range, epochs, lr, limit_batches,
              latency, threads, out) -> None:
     """Quantise a trained model and measure the deployed int8 ONNX Runtime model.
 
@@ -63,7 +66,7 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
 
     options: dict[str, Any] = {"method": method, "calibration_size": calibration_size,
                                "first_last_bits": _bits_or_none(first_last_bits), "keep_float": list(keep_float),
-                               "advanced": {"equalize": equalize, "bias_correction": bias_correction}}
+                               "advanced": {"equalize": equalize, "bias_correction": bias_correction, "reduce_range": reduce_range}}
     extra = {"bits": bits, "act_bits": act_bits, "observer": observer, "weight": weight_quantizer, "activation": act_quantizer}
     options.update({k: v for k, v in extra.items() if v is not None})
     if method == "qat":

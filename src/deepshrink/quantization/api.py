@@ -111,6 +111,7 @@ def _report(base: nn.Module, quantized: nn.Module, config: QuantizeConfig, batch
         "observer": config.observer.value,
         "calibration_images": sum(b.shape[0] for b in batches),
         "layer_bits": layer_bits(quantized),
+        "reduce_range": plan["reduce_range"],
         "float_layers": list(plan["float"]),
         "fp32_bytes": float_bytes(base),
         "quantized_bytes": sizes["total"],

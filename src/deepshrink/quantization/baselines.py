@@ -18,6 +18,7 @@ import torch.nn as nn
 from deepshrink.errors import ExportError
 from deepshrink.export import INPUT_NAME, export_onnx
 from deepshrink.export.common import first_line
+from deepshrink.quantization.cpu import int8_dot_saturates
 
 ORT_CALIBRATION = ("minmax", "entropy", "percentile")
 
@@ -44,9 +45,12 @@ def ort_quantize_static(
     input_size: Sequence[int] | None = None,
     *,
     calibration: str = "minmax",
+    reduce_range: bool | None = None,
 ) -> Path:
     """Export the float `model` and let ONNX Runtime quantise it (QDQ, per-channel int8 weights,
-    uint8 activations, its own calibration on `batches`). The peer baseline for our export."""
+    uint8 activations, its own calibration on `batches`). The peer baseline for our export.
+    `reduce_range` (7-bit weights, as ONNX Runtime's docs advise on CPUs without VNNI) defaults, as
+    ours does, to whether this CPU would saturate."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -60,6 +64,7 @@ def ort_quantize_static(
             quantize_static(
                 str(float_path), str(path), _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[calibration],
+                reduce_range=int8_dot_saturates() if reduce_range is None else reduce_range,
             )
         except Exception as exc:
             raise ExportError(f"onnxruntime.quantization.quantize_static failed: {first_line(exc)}") from None

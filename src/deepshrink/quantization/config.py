@@ -66,6 +66,11 @@ class Advanced(BaseModel):
     qat_batchnorm: bool = Field(
         False, description="QAT: train each folded layer with its BatchNorm (batch statistics), folded again after"
     )
+    reduce_range: bool | None = Field(
+        None,
+        description="8-bit weights on the 7-bit grid [-63, 63]: ONNX Runtime's int8 kernels on x86 CPUs without "
+        "VNNI saturate 16-bit sums of 8-bit weights (quantization/cpu.py); None: on exactly when this CPU lacks VNNI",
+    )
     keep_calibrated: bool = Field(
         True, description="QAT: return the calibrated (PTQ) model when fine-tuning lowers validation top-1"
     )

@@ -103,5 +103,5 @@ def mixed_precision(
     options.setdefault("weight", WeightQuantizer.MSE if config.method.value == "ptq" else config.weight)
     result = quantize(model, calibration_data, config=options, onnx_path=onnx_path)
     result.report.update(sensitivity={n: {str(b): v for b, v in s.items()} for n, s in sensitivity.items()},
-                         budget_bytes=budget_bytes, weight_bytes=sum(math.ceil(numels[n] * b / 8) for n, b in allocation.items()))
+                         budget_bytes=budget_bytes, weight_bytes=sum(math.ceil(numels[n] * b / 8) for n, b in result.report["layer_bits"].items()))
     return result

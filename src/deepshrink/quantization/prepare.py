@@ -17,6 +17,7 @@ import torch.nn as nn
 from deepshrink.errors import ConfigError, ModelError, UnsupportedOpError
 from deepshrink.quantization.act_quant import ActQuant, build_act_quant
 from deepshrink.quantization.config import DEFAULT_ACT, DEFAULT_WEIGHT, ActQuantizer, QuantizeConfig
+from deepshrink.quantization.cpu import int8_dot_saturates
 from deepshrink.quantization.graph import finish, is_add, is_homogeneous, module_of, set_module, weighted_function_nodes
 from deepshrink.quantization.modules import QUANT_LAYERS, QUANT_OF
 from deepshrink.quantization.weight_quant import build_weight_quant
@@ -53,6 +54,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
     if not quantised:
         raise ModelError("no conv or linear layer left to quantise (all are in keep_float, or the model has none)")
     edge = {quantised[0].name, quantised[-1].name} if config.first_last_bits is not None else set()
+    reduce_range = int8_dot_saturates() if config.advanced.reduce_range is None else config.advanced.reduce_range
     weights, wanted = {}, []  # wanted: (producer, consumer, kind, bits)
     for node in quantised:
         target = str(node.target)
@@ -62,7 +64,8 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         else:
             kind, bits = config.weight, config.layer_bits.get(target, config.bits)
             act = (config.activation, config.act_bits)
-        weights[target] = {"kind": kind.value, "bits": bits}
+        # 8-bit weights on the 7-bit grid when the deploying CPU would saturate (see cpu.py); still int8 on disk
+        weights[target] = {"kind": kind.value, "bits": 7 if reduce_range and bits == 8 else bits}
         if isinstance(node.args[0], fx.Node):
             wanted.append((node.args[0], node, *act))
     add_act = (config.activation, config.act_bits)
@@ -85,6 +88,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         raise ConfigError(f"layer_bits: '{unknown[0]}' is not a quantised layer; layers: {', '.join(weights)}")
     return {
         "per_channel": config.advanced.per_channel,
+        "reduce_range": reduce_range,
         "weights": weights,
         "activations": _group([(*_through_identity(graph_module, p, c), k, b) for p, c, k, b in wanted]),
         "float": sorted(n for n in names if matches(n, config.keep_float)),
