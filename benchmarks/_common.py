@@ -156,4 +156,5 @@ def machine_name() -> str:
     from deepshrink.metrics.benchmark import machine_info
 
     info = machine_info()
-    return f"{info['cpu']} ({info['cores_available']} cores)"
+    vnni = "VNNI" if info["int8_vnni"] else "no VNNI"
+    return f"{info['cpu']} ({info['simd']}, {vnni}, {info['cores_available']} cores)"

@@ -56,6 +56,7 @@ def test_notes_are_kept(tmp_path):
 def test_machine_and_versions_describe_this_process():
     machine = machine_info()
     assert machine["cores"] >= 1 and machine["torch_threads"] >= 1 and machine["cpu"] and machine["os"]
+    assert machine["simd"] and isinstance(machine["int8_vnni"], bool)  # int8 results depend on it
     found = versions()
     assert set(found) == {"python", "torch", "onnxruntime", "onnx", "numpy", "deepshrink"}
     assert found["torch"].startswith("2.") and found["deepshrink"] == "0.1.0"

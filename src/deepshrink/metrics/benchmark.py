@@ -25,10 +25,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core counts, PyTorch's thread count and the OS of the measuring machine."""
+    """CPU model, its vector ISA as PyTorch sees it, whether int8 dot products saturate (no VNNI:
+    int8 speed and deployed accuracy differ), core counts, PyTorch's thread count and the OS."""
+    from deepshrink.quantization.cpu import int8_dot_saturates
+
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu": _cpu_model(),
+        "simd": torch.backends.cpu.get_cpu_capability(),
+        "int8_vnni": not int8_dot_saturates(),
         "cores": os.cpu_count(),
         "cores_available": len(affinity) if affinity is not None else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -122,6 +127,13 @@ def _check_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+def _isa(machine: dict[str, Any]) -> str:
+    """' (AVX2, no VNNI)' for records that say; older records did not."""
+    if "simd" not in machine:
+        return ""
+    return f" ({machine['simd']}, {'VNNI' if machine.get('int8_vnni') else 'no VNNI'})"
+
+
 def _markdown(name: str, record: dict[str, Any], figures: dict[str, Path] | None = None) -> str:
     machine = record["machine"]
     budget = record["budget"] if isinstance(record["budget"], str) else json.dumps(record["budget"])
@@ -129,7 +141,7 @@ def _markdown(name: str, record: dict[str, Any], figures: dict[str, Path] | None
         f"# Benchmark: {name}",
         "",
         f"- command: `{record['command']}`",
-        f"- machine: {machine['cpu']}, {machine['cores_available']} cores available, "
+        f"- machine: {machine['cpu']}{_isa(machine)}, {machine['cores_available']} cores available, "
         f"{machine['torch_threads']} torch threads, {machine['os']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items() if v),
         f"- budget: {budget}",
