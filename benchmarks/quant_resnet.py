@@ -54,6 +54,7 @@ from deepshrink.quantization import (
     quantize,
     torch_x86_int8,
 )
+from deepshrink.quantization.cpu import int8_dot_saturates
 from deepshrink.quantization.int8_export import paired_latency_ms
 from deepshrink.quantization.qat import QAT_DEFAULTS
 from deepshrink.quantization.sizing import float_bytes
@@ -135,7 +136,8 @@ class Bench:
     def deployed(self, result: Any) -> dict:
         return self.row(evaluate_onnx(result.onnx_path, self.data)["top1"], path=result.onnx_path,
                         fake_quant_top1=evaluate(result.model, self.data)["top1"],
-                        packed_bytes=result.report["quantized_bytes"], int8_onnx=True)
+                        packed_bytes=result.report["quantized_bytes"], int8_onnx=True,
+                        reduce_range=result.report["reduce_range"])
 
     def train_config(self, epochs: int) -> dict:
         quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs, "limit_batches": self.args.limit_batches}
@@ -188,9 +190,11 @@ class Bench:
         result = quantize(self.model, self.data, config=options, onnx_path=self.tmp / "qat.onnx")
         return self.deployed(result) | {"train_epochs": options["train"]["epochs"]}
 
-    def ort_static(self) -> dict:
-        path = ort_quantize_static(self.model, list(self.calibration.split(64)), self.tmp / "ort_static.onnx")
-        return self.row(evaluate_onnx(path, self.data)["top1"], path=path, int8_onnx=True)
+    def ort_static(self, reduce_range: bool | None = None) -> dict:
+        path = ort_quantize_static(self.model, list(self.calibration.split(64)), self.tmp / "ort_static.onnx",
+                                   reduce_range=reduce_range)
+        return self.row(evaluate_onnx(path, self.data)["top1"], path=path, int8_onnx=True,
+                        reduce_range=int8_dot_saturates() if reduce_range is None else reduce_range)
 
     def torch_x86(self) -> dict:
         int8 = torch_x86_int8(self.model, list(self.calibration.split(64)))
