@@ -108,8 +108,10 @@ def eval_command(model_name, weights, data_spec, split, batch_size, json_path) -
 @click.option("--num-classes", type=int, default=None, help="Classes of a zoo model (default: its registered count).")
 @click.option("--batch-sizes", default="1,64", show_default=True, help="Latency batch sizes.")
 @click.option("--runtimes", default="eager,ort", show_default=True, help="Latency runtimes: eager, ort.")
+@click.option("--ort-nodes", type=int, default=0, show_default=True,
+              help="Also list the N slowest ONNX Runtime nodes and the time per operator type (largest batch, 1 thread).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the profile here.")
-def profile(model_name, weights, input_size, num_classes, batch_sizes, runtimes, json_path) -> None:
+def profile(model_name, weights, input_size, num_classes, batch_sizes, runtimes, ort_nodes, json_path) -> None:
     """Parameters, MACs, bytes on disk and latency (PyTorch eager and ONNX Runtime).
 
     Example: deepshrink profile --model resnet32 --input-size 3x32x32 --json profile.json
@@ -125,7 +127,26 @@ def profile(model_name, weights, input_size, num_classes, batch_sizes, runtimes,
     )
     payload = result.to_dict()
     print_kv_table(f"profile of {model_name}", {k: v for k, v in payload.items() if k != "macs_per_layer"})
+    if ort_nodes > 0:
+        batch = max(parse_int_list(batch_sizes, "--batch-sizes"))
+        payload["ort_nodes"] = _ort_nodes(model, result.input_size, batch, ort_nodes)
+        print_kv_table(f"ONNX Runtime ms per operator, batch {batch}", payload["ort_nodes"]["op_ms"])
+        print_kv_table("slowest nodes (ms)", {f"{n['name']} ({n['op']})": n["ms"] for n in payload["ort_nodes"]["slowest"]})
     write_json_file(json_path, payload)
+
+
+def _ort_nodes(model, input_size, batch: int, count: int) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from deepshrink.export import export_onnx
+    from deepshrink.metrics.ort_profile import op_totals, ort_node_times
+
+    with tempfile.TemporaryDirectory() as tmp:
+        times = ort_node_times(export_onnx(model, Path(tmp) / "model.onnx", input_size), batch, input_size)
+    slowest = sorted(times, key=lambda node: -node.ms)[:count]
+    return {"batch": batch, "threads": 1, "op_ms": {k: round(v, 4) for k, v in op_totals(times).items()},
+            "slowest": [{"name": n.name, "op": n.op, "ms": round(n.ms, 4), "input_shapes": n.input_shapes} for n in slowest]}
 
 
 def register(group: click.Group) -> None:

@@ -33,8 +33,10 @@ def resolve_threads(threads: int | None) -> int:
     return threads
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session: `threads` intra-op threads, sequential execution, all graph optimisations."""
+def ort_session(path: str | os.PathLike, threads: int | None = None, *,
+                profile_prefix: str | os.PathLike | None = None) -> ort.InferenceSession:
+    """A CPU session: `threads` intra-op threads, sequential execution, all graph optimisations;
+    with `profile_prefix`, ONNX Runtime's per-node profiler writes there (see metrics.ort_profile)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: ONNX file not found")
@@ -44,6 +46,9 @@ def ort_session(path: str | os.PathLike, threads: int | None = None) -> ort.Infe
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -131,14 +136,14 @@ def onnx_latency_ms(
 
     check_batch(batch)
     session = as_session(session_or_path, threads)
-    size = tuple(input_size) if input_size is not None else _static_input_size(session)
+    size = tuple(input_size) if input_size is not None else static_input_size(session)
     x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
     feed = {session.get_inputs()[0].name: x}
     threads_used = session_threads(session)
     return time_callable(lambda: session.run(None, feed), threads=threads_used, warmup=warmup, repeats=repeats)
 
 
-def _static_input_size(session: ort.InferenceSession) -> tuple[int, ...]:
+def static_input_size(session: ort.InferenceSession) -> tuple[int, ...]:
     dims = session.get_inputs()[0].shape[1:]
     if not all(isinstance(d, int) for d in dims):
         shape = session.get_inputs()[0].shape
