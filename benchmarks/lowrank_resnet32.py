@@ -2,13 +2,15 @@
 
 The baseline is `../shared/weights/cifar10-jpeg/resnet32.pth` (89.10 % on the test split). Each row
 decomposes it with one method at about 2x or 5x fewer parameters (whole model; the first conv and
-the classifier are kept, the budget is spread over the 30 other convolutions), re-estimates the
-BatchNorm statistics on 20 training batches, then fine-tunes it with distillation from the baseline
+the classifier are kept, the budget is spread over the 30 other convolutions), repairs the start by
+refitting each decomposed layer's last factor to the original layer's outputs on 512 training images
+(`--reconstruct-images 0`: re-estimate BatchNorm on 20 batches instead), then fine-tunes it with
+distillation from the baseline
 for the same budget: `--epochs` epochs of KD (T = 4, 0.1 labels + 0.9 teacher), SGD + Nesterov,
 lr 0.002 with a 0.1-epoch warm-up then cosine, batch 128, random crop + flip, weight decay 1e-4,
 channels_last (`deepshrink.lowrank.finetune`). Rows: baseline, tucker-2x, tucker-5x, cp-2x, cp-5x,
 spatial-2x, spatial-5x; each has `top1` after fine-tuning, `top1_decomposed` right after
-decomposition and `top1_bn` after the BatchNorm re-estimation.
+decomposition and `top1_start` after the repair (`top1_bn` in rows measured before 2026-12).
 
     python benchmarks/lowrank_resnet32.py --epochs 3          # what the lead runs (hours on 2 CPU cores)
     python benchmarks/lowrank_resnet32.py --quick             # smoke run: a few batches per row, minutes
@@ -38,6 +40,7 @@ from _common import (
 from deepshrink.data import sample_loader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
+from deepshrink.lowrank.reconstruct import reconstruct_
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 
@@ -57,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
     p.add_argument("--grad-clip", type=float, default=None,
                    help="gradient-norm clip of the fine-tuning (default: the recovery recipe's)")
+    p.add_argument("--reconstruct-images", type=int, default=512,
+                   help="training images the decomposed layers' last factors are refit on before fine-tuning "
+                        "(0: re-estimate BatchNorm on --bn-batches instead, the recipe before 2026-12)")
     p.add_argument("--bn-batches", type=int, default=20, help="training batches for the BatchNorm re-estimation")
     add_io_args(p)
     add_budget_args(p)
@@ -74,14 +80,20 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
     model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
     seconds_decompose = time.perf_counter() - start
     raw = top1(model)
-    recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
-    recalibrated = top1(model)
+    if args.reconstruct_images:  # refit each layer's last factor to the original outputs (lowrank.reconstruct)
+        images = next(iter(sample_loader(data, args.reconstruct_images, seed=args.seed)))[0]
+        reconstruct_(model, baseline, images)
+        start = f"last factors refit on {args.reconstruct_images} training images"
+    else:
+        recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
+        start = f"BatchNorm re-estimated on {args.bn_batches} batches"
+    repaired = top1(model)
     recipe = recovery_config(**train)
-    result = finetune(model, baseline, data, recipe, bn_batches=0)
+    result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
     measured = profile(model, runtimes=())
     record = row_from_profile(
-        name, measured, top1=top1(model), top1_decomposed=raw, top1_bn=recalibrated, method=method, target_ratio=ratio,
+        name, measured, top1=top1(model), top1_decomposed=raw, top1_start=repaired, start=start, method=method, target_ratio=ratio,
         params_ratio=round(base_profile.params / measured.params, 3), macs_ratio=round(base_profile.macs / measured.macs, 3),
         ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
         decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
@@ -121,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile)
             cache.put(name, record, model)
         records.append(record)
-        print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, {record['top1_bn']:.2f} % BN "
-              f"re-estimated, {record['top1']:.2f} % fine-tuned, {record['params']:,} params "
+        print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, "
+              f"{record.get('top1_start', record.get('top1_bn')):.2f} % repaired, {record['top1']:.2f} % fine-tuned, {record['params']:,} params "
               f"({record['params_ratio']}x), {record['minutes']} min", flush=True)
     cache.time_rows(records, data.input_size, args.threads, quick=args.quick)
 
     budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
-              "bn_batches": args.bn_batches,
+              "reconstruct_images": args.reconstruct_images, "bn_batches": 0 if args.reconstruct_images else args.bn_batches,
               "recipe": "KD T=4, alpha 0.1 / beta 0.9, SGD nesterov, warm-up 0.1 epoch + cosine, batch 128, wd 1e-4",
               "allocation": args.allocation, "test_images": len(scored.test)}
     write_results(NAME, records, args, argv, budget=budget,

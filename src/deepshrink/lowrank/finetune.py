@@ -24,6 +24,7 @@ import torch.nn as nn
 from deepshrink.data import sample_loader
 from deepshrink.distillation import RECOVERY_KD, DistillConfig, DistillResult, distill
 from deepshrink.errors import ConfigError
+from deepshrink.lowrank.reconstruct import reconstruct_
 from deepshrink.metrics.evaluation import resolve_data
 from deepshrink.nas.search.proxy import recalibrate_bn
 from deepshrink.training import TrainConfig
@@ -58,14 +59,21 @@ def finetune(
     config: DistillConfig | dict[str, Any] | None = None,
     *,
     epochs: int | None = None,
-    bn_batches: int = 20,
+    reconstruct_images: int = 512,
+    bn_batches: int | None = None,
     callbacks: Iterable[Any] = (),
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> DistillResult:
     """Train the decomposed `model` in place on `data` (a DataBundle or a spec string), distilling
     from `original` (frozen, eval mode). Give `epochs` for the default recipe or a full `config`.
-    First the BatchNorm statistics are re-estimated on `bn_batches` training batches (0: skip)."""
+
+    First the start is repaired: each decomposed layer's last factor is refit to the original
+    layer's outputs on `reconstruct_images` shuffled training images (`reconstruct_`), so the
+    original BatchNorm statistics fit again; with `reconstruct_images=0` the BatchNorm statistics
+    are re-estimated on `bn_batches` training batches instead (default 20 then, else 0).
+    Measured on ResNet-32 / CIFAR-10 JPEG, CP at 5x: 20.7 % decomposed, 73.0 % after BN
+    re-estimation, 81.2 % after reconstruction on 512 images (79.7 % with BN re-estimated after it)."""
     if model is original:
         raise ConfigError("finetune: the teacher must be the original model, not the decomposed one itself")
     if config is None:
@@ -74,6 +82,14 @@ def finetune(
         raise ConfigError("finetune: give epochs= or config=, not both (config.train.epochs sets the length)")
     config = DistillConfig.coerce(config)
     data = resolve_data(data)
+    if reconstruct_images < 0:
+        raise ConfigError(f"reconstruct_images must be >= 0 (0 to skip), got {reconstruct_images}")
+    if bn_batches is None:
+        bn_batches = 0 if reconstruct_images else 20
+    if reconstruct_images and not resume:  # a resumed run continues from refit, trained factors
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        images = next(iter(sample_loader(data, reconstruct_images, seed=config.train.seed, device=device)))[0]
+        reconstruct_(model, original.to(device), images)
     if bn_batches:
         recalibrate_bn_(model, data, batches=bn_batches, batch_size=config.train.batch_size, seed=config.train.seed)
     return distill(model, original, data, config, callbacks=callbacks, out_dir=out_dir, resume=resume)
