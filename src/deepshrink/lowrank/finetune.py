@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from deepshrink.errors import ConfigError
 from deepshrink.lowrank.reconstruct import reconstruct_
 from deepshrink.metrics.evaluation import resolve_data
 from deepshrink.nas.search.proxy import recalibrate_bn
-from deepshrink.training import TrainConfig
+from deepshrink.training import CHECKPOINT_FILE, TrainConfig
 
 # A fine-tuning recipe, not a training one: a small learning rate with a short warm-up (the
 # factors start close to the original function), Nesterov SGD, cosine decay, the baselines' decay.
@@ -86,7 +87,8 @@ def finetune(
         raise ConfigError(f"reconstruct_images must be >= 0 (0 to skip), got {reconstruct_images}")
     if bn_batches is None:
         bn_batches = 0 if reconstruct_images else 20
-    if reconstruct_images and not resume:  # a resumed run continues from refit, trained factors
+    resuming = resume and out_dir is not None and (Path(out_dir) / CHECKPOINT_FILE).is_file()
+    if reconstruct_images and not resuming:  # a resumed run continues from refit, trained factors
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         images = next(iter(sample_loader(data, reconstruct_images, seed=config.train.seed, device=device)))[0]
         reconstruct_(model, original.to(device), images)
