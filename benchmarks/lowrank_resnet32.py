@@ -83,17 +83,17 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
     if args.reconstruct_images:  # refit each layer's last factor to the original outputs (lowrank.reconstruct)
         images = next(iter(sample_loader(data, args.reconstruct_images, seed=args.seed)))[0]
         reconstruct_(model, baseline, images)
-        start = f"last factors refit on {args.reconstruct_images} training images"
+        repair = f"last factors refit on {args.reconstruct_images} training images"
     else:
         recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
-        start = f"BatchNorm re-estimated on {args.bn_batches} batches"
+        repair = f"BatchNorm re-estimated on {args.bn_batches} batches"
     repaired = top1(model)
     recipe = recovery_config(**train)
     result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
     measured = profile(model, runtimes=())
     record = row_from_profile(
-        name, measured, top1=top1(model), top1_decomposed=raw, top1_start=repaired, start=start, method=method, target_ratio=ratio,
+        name, measured, top1=top1(model), top1_decomposed=raw, top1_start=repaired, start=repair, method=method, target_ratio=ratio,
         params_ratio=round(base_profile.params / measured.params, 3), macs_ratio=round(base_profile.macs / measured.macs, 3),
         ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
         decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
