@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from deepshrink.cli.main import main
@@ -65,3 +66,26 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
         code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])
         err = capsys.readouterr().err
         assert code == 2 and message in " ".join(err.split()), (args, err)
+
+
+@pytest.mark.parametrize("flag, distilled", [([], True), (["--no-distill"], False)])
+def test_finetuning_distills_from_the_unpruned_model_by_default(tmp_path, monkeypatch, flag, distilled) -> None:
+    import deepshrink.distillation as distillation
+
+    calls = []
+    real = distillation.distill
+
+    def spy(student, teacher, data, config, **kwargs):
+        calls.append((sum(p.numel() for p in student.parameters()), sum(p.numel() for p in teacher.parameters()),
+                      config.weights.alpha, config.temperature))
+        return real(student, teacher, data, config, **kwargs)
+
+    monkeypatch.setattr(distillation, "distill", spy)
+    code = main(["prune", "--model", "digits_cnn", "--ratio", "0.5", "--round-to", "4", "--no-protect-ends", "--data", "digits",
+                 "--finetune-epochs", "1", "--limit-batches", "2", *flag, "--out", str(tmp_path)])
+    assert code == 0
+    if distilled:
+        (student, teacher, alpha, temperature), = calls
+        assert student < teacher and alpha == 0.1 and temperature == 4.0  # the teacher is the unpruned model
+    else:
+        assert calls == []

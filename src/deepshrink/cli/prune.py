@@ -5,12 +5,15 @@ model directory (model.safetensors + model.json holding the replayable plan), me
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from deepshrink.cli.common import build_model, console, model_options, print_kv_table, read_options_file
 from deepshrink.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 def _config(options: dict[str, Any]):
@@ -58,6 +61,9 @@ def _calibration(data, count: int) -> list:
 @click.option("--steps", type=int, default=None, help="Iterative pruning in this many steps (fine-tunes between; needs --data).")
 @click.option("--data", "data_spec", default=None, help="Dataset spec for calibration, fine-tuning and accuracy.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune epochs after pruning (and per step).")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Fine-tune with KD from the unpruned model (T 4, 0.1 labels + 0.9 teacher) instead of labels alone; "
+                   "ResNet-56, FPGM 2x fewer MACs, 1 epoch: 88.19 %% vs 87.15 %%.")
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size.")
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate.")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
@@ -65,8 +71,8 @@ def _calibration(data, count: int) -> list:
               help="YAML/JSON with PruneConfig fields; flags override it.")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the pruned model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, lr, limit_batches, export_onnx, out,
-                  **options) -> None:
+def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batch_size, lr, limit_batches, export_onnx,
+                  out, **options) -> None:
     """Prune channels (verified surgery) and save the smaller model with its plan.
 
     Example: deepshrink prune --model resnet32 --weights ../shared/weights/cifar10-jpeg/resnet32.pth
@@ -88,7 +94,8 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, l
     model = build_model(model_name, weights, data)
     write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
     calibration = _calibration(data, config.advanced.calibration_batches) if data is not None else None
-    finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches) if finetune_epochs else None
+    teacher = model if distill else None
+    finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches, teacher) if finetune_epochs else None
     result = prune(model, config=config, data=calibration, finetune=finetune)
     save_model(result.model, out_dir)
     metrics: dict[str, Any] = {key: result.report[key] for key in ("params", "macs", "ratio", "verification")}
@@ -111,7 +118,11 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, batch_size, l
     console.print(f"wrote {out_dir}")
 
 
-def _finetuner(data, epochs: int, batch_size: int | None, lr: float | None, limit_batches: int | None):
+def _finetuner(data, epochs: int, batch_size: int | None, lr: float | None, limit_batches: int | None,
+               teacher: nn.Module | None = None):
+    """model -> fine-tuned model: labels alone, or KD from `teacher` (the unpruned model, which
+    prune() leaves untouched) with the same optimiser and schedule."""
+    from deepshrink.distillation import RECOVERY_KD, DistillConfig, distill
     from deepshrink.training import TrainConfig, train
 
     if epochs < 0:
@@ -119,7 +130,9 @@ def _finetuner(data, epochs: int, batch_size: int | None, lr: float | None, limi
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr if lr is not None else 0.01,
                  "limit_batches": limit_batches}
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    return lambda model: train(model, data, config).model
+    if teacher is None:
+        return lambda model: train(model, data, config).model
+    return lambda model: distill(model, teacher, data, DistillConfig(**RECOVERY_KD, train=config)).model
 
 
 def register(group: click.Group) -> None:
