@@ -49,3 +49,5 @@ def test_decompose_errors_are_one_line_naming_the_fault(tmp_path, capsys) -> Non
     assert "layer 'body.2' (Conv2d 16->16, 3x5): tucker rank [99, 99] is out of range" in capsys.readouterr().err
     assert main([*base, "--ratio", "2", "--allocation", "sensitivity"]) == 2
     assert "need --data" in capsys.readouterr().err
+    assert main([*base, "--ratio", "2", "--reconstruct-images", "-1"]) == 2
+    assert "--reconstruct-images must be >= 0" in capsys.readouterr().err

@@ -66,11 +66,14 @@ def _calibration(data, count: int):
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.002).")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
 @click.option("--calibration-images", type=int, default=64, show_default=True, help="Images used by --allocation sensitivity.")
+@click.option("--reconstruct-images", type=int, default=512, show_default=True,
+              help="Before fine-tuning, refit each decomposed layer's last factor to the original outputs on this "
+                   "many training images (0: re-estimate BatchNorm instead).")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the decomposed model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def decompose_command(model_name, weights, method, ratio, budget, allocation, energy, ranks_text, exclude, no_exclude,
-                      data_spec, finetune_epochs, batch_size, lr, limit_batches, calibration_images, export_onnx,
-                      out) -> None:
+                      data_spec, finetune_epochs, batch_size, lr, limit_batches, calibration_images,
+                      reconstruct_images, export_onnx, out) -> None:
     """Replace convolutions and linear layers by low-rank factors and save the smaller model.
 
     Example: deepshrink decompose --model resnet32 --weights ../shared/weights/cifar10-jpeg/resnet32.pth
@@ -86,6 +89,8 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
         raise ConfigError("give --exclude or --no-exclude, not both")
     if finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+    if reconstruct_images < 0:
+        raise ConfigError(f"--reconstruct-images must be >= 0 (0: re-estimate BatchNorm instead), got {reconstruct_images}")
     if (finetune_epochs or allocation == "sensitivity") and not data_spec:
         raise ConfigError("--finetune-epochs and --allocation sensitivity need --data")
     config = build_config(method=method, ratio=ratio, ranks=_ranks(ranks_text), energy=energy,
@@ -118,7 +123,7 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
                        if v is not None}
             recipe = recovery_config(finetune_epochs, **options)
             write_json(out_dir / "finetune_config.json", recipe.model_dump(mode="json"))
-            finetune(new, model, data, recipe, out_dir=out_dir / "train")
+            finetune(new, model, data, recipe, reconstruct_images=reconstruct_images, out_dir=out_dir / "train")
             metrics["test"]["finetuned"] = evaluate(new, data, limit_batches=limit_batches)
     save_model(new, out_dir)
     if export_onnx:
