@@ -76,25 +76,25 @@ def _capture(layer: nn.Module, store: list, want: str):
 
 
 def _refit(seq: nn.Sequential, inputs: torch.Tensor, targets: torch.Tensor, ridge: float) -> dict[str, float]:
-    last = seq[-1]
-    features = seq[:-1](inputs) if len(seq) > 1 else inputs
-    before = _relative_error(seq(inputs), targets)
-    design, wanted = _design(last, features), _rows(last, targets)
-    if last.bias is not None:
-        design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], dim=1)
-    gram = design.T @ design
+    last, bias = seq[-1], seq[-1].bias is not None
+    before = _relative_error(seq, inputs, targets)
+    gram, cross = None, None
+    for x, y in zip(inputs.split(CHUNK), targets.split(CHUNK)):  # normal equations, a chunk at a time
+        design, wanted = _design(last, seq[:-1](x)), _rows(last, y)
+        if bias:
+            design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], dim=1)
+        gram = design.T @ design if gram is None else gram + design.T @ design
+        cross = design.T @ wanted if cross is None else cross + design.T @ wanted
     gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
-    solution = torch.linalg.solve(gram, design.T @ wanted)  # (inputs [+1], outputs)
-    weight = solution[: solution.shape[0] - (last.bias is not None)].T
-    previous = (last.weight.clone(), None if last.bias is None else last.bias.clone())
-    last.weight.copy_(weight.reshape(last.weight.shape).to(last.weight.dtype))
-    if last.bias is not None:
+    solution = torch.linalg.solve(gram, cross)  # (inputs [+1], outputs)
+    previous = [p.clone() for p in (last.weight, last.bias) if p is not None]
+    last.weight.copy_(solution[: solution.shape[0] - bias].T.reshape(last.weight.shape).to(last.weight.dtype))
+    if bias:
         last.bias.copy_(solution[-1].to(last.bias.dtype))
-    after = _relative_error(seq(inputs), targets)
+    after = _relative_error(seq, inputs, targets)
     if not after <= before:  # ridge least squares cannot lose on its own data unless ill-posed: keep the old
-        last.weight.copy_(previous[0])
-        if previous[1] is not None:
-            last.bias.copy_(previous[1])
+        for param, old in zip((last.weight, last.bias), previous):
+            param.copy_(old)
         after = before
     return {"error_before": before, "error_after": after}
 
@@ -113,5 +113,6 @@ def _rows(last: nn.Module, targets: torch.Tensor) -> torch.Tensor:
     return targets.flatten(2).transpose(1, 2).reshape(-1, targets.shape[1]).double()
 
 
-def _relative_error(output: torch.Tensor, target: torch.Tensor) -> float:
-    return float((output - target).norm() / target.norm().clamp_min(1e-12))
+def _relative_error(seq: nn.Sequential, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    error = sum(float((seq(x) - y).pow(2).sum()) for x, y in zip(inputs.split(CHUNK), targets.split(CHUNK)))
+    return (error / max(float(targets.pow(2).sum()), 1e-24)) ** 0.5
