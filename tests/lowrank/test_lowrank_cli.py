@@ -20,7 +20,9 @@ def test_decompose_with_sensitivity_finetuning_and_onnx(tmp_path, capsys) -> Non
     assert "top-1 finetuned" in printed.out and "layers decomposed" in printed.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["params"]["before"] / metrics["params"]["after"] >= 2
-    assert set(metrics["test"]) == {"before", "decomposed", "finetuned"}
+    assert set(metrics["test"]) == {"before", "decomposed", "reconstructed", "finetuned"}
+    refits = metrics["reconstruction"]
+    assert refits and all(r["error_after"] <= r["error_before"] for r in refits.values())
     config = json.loads((out / "decompose_config.json").read_text())
     assert config["rule"] == {"ratio": 2.0, "budget": "params", "allocation": "sensitivity"} and config["exclude"] == []
     model = load(out)
