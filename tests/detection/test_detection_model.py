@@ -79,6 +79,9 @@ def test_fx_trace_matches_eager(backbone: str, tiny_detector) -> None:
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_onnx_export_agrees_with_onnxruntime_before_and_after_nms(backbone: str, tiny_detector, tmp_path) -> None:
     model = tiny_detector(backbone).eval()
+    for conv in model.head.modules():  # spread the scores: an untrained head scores every box alike
+        if isinstance(conv, torch.nn.Conv2d):
+            torch.nn.init.normal_(conv.weight, std=0.2)
     path = export_detector(model, tmp_path / "det.onnx", (3, 64, 64))
     x = torch.randn(3, 3, 64, 64)  # another batch size than exported: the batch axis is dynamic
     got = run_onnx(ort_session(path, threads=1), x)
@@ -88,7 +91,12 @@ def test_onnx_export_agrees_with_onnxruntime_before_and_after_nms(backbone: str,
     cfg = {"score_threshold": 0.0, "max_detections": 20}
     for a, b in zip(postprocess(got, (64, 64), cfg), postprocess(want, (64, 64), cfg)):
         assert a.shape == b.shape == (20, 6)
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(a[:, 4], b[:, 4], rtol=1e-4, atol=1e-3)  # the ranked scores agree
+        # Where two ranked scores are closer than the runtimes' rounding, NMS may keep either box,
+        # so boxes are compared up to the first such tie.
+        ties = (b[1:, 4] - b[:-1, 4]).abs() < 2e-4
+        untied = int(ties.float().argmax()) + 1 if bool(ties.any()) else len(b)
+        torch.testing.assert_close(a[:untied], b[:untied], rtol=1e-4, atol=1e-3)
 
 
 def test_model_directory_round_trip(tmp_path) -> None:
