@@ -39,8 +39,7 @@ from _common import (
 )
 from deepshrink.data import sample_loader
 from deepshrink.lowrank import decompose
-from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config
-from deepshrink.lowrank.reconstruct import reconstruct_
+from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config, refit_on_data_
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 
@@ -81,8 +80,7 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
     seconds_decompose = time.perf_counter() - start
     raw = top1(model)
     if args.reconstruct_images:  # refit each layer's last factor to the original outputs (lowrank.reconstruct)
-        images = next(iter(sample_loader(data, args.reconstruct_images, seed=args.seed)))[0]
-        reconstruct_(model, baseline, images)
+        refit_on_data_(model, baseline, data, images=args.reconstruct_images, seed=args.seed)
         repair = f"last factors refit on {args.reconstruct_images} training images"
     else:
         recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)

@@ -117,11 +117,9 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
         metrics["test"] = {"before": evaluate(model, data, limit_batches=limit_batches),
                            "decomposed": evaluate(new, data, limit_batches=limit_batches)}
         if reconstruct_images:  # data-aware: worth it with no fine-tuning at all (CP 5x: 20.7 % -> 81.2 %)
-            from deepshrink.data import sample_loader
-            from deepshrink.lowrank.reconstruct import reconstruct_
+            from deepshrink.lowrank.finetune import refit_on_data_
 
-            images = next(iter(sample_loader(data, reconstruct_images)))[0]
-            metrics["reconstruction"] = reconstruct_(new, model, images)
+            metrics["reconstruction"] = refit_on_data_(new, model, data, images=reconstruct_images)
             metrics["test"]["reconstructed"] = evaluate(new, data, limit_batches=limit_batches)
         if finetune_epochs:
             from deepshrink.lowrank.finetune import finetune, recovery_config

@@ -89,12 +89,20 @@ def finetune(
         bn_batches = 0 if reconstruct_images else 20
     resuming = resume and out_dir is not None and (Path(out_dir) / CHECKPOINT_FILE).is_file()
     if reconstruct_images and not resuming:  # a resumed run continues from refit, trained factors
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        images = next(iter(sample_loader(data, reconstruct_images, seed=config.train.seed, device=device)))[0]
-        reconstruct_(model, original.to(device), images)
+        refit_on_data_(model, original, data, images=reconstruct_images, seed=config.train.seed)
     if bn_batches:
         recalibrate_bn_(model, data, batches=bn_batches, batch_size=config.train.batch_size, seed=config.train.seed)
     return distill(model, original, data, config, callbacks=callbacks, out_dir=out_dir, resume=resume)
+
+
+def refit_on_data_(model: nn.Module, original: nn.Module, data: Any, *, images: int = 512,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
+    """In place: `reconstruct_` on `images` shuffled, un-augmented training images of `data`;
+    returns its per-layer errors."""
+    bundle = resolve_data(data)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    batch = next(iter(sample_loader(bundle, images, seed=seed, device=device)))[0]
+    return reconstruct_(model, original.to(device), batch)
 
 
 def recalibrate_bn_(model: nn.Module, data: Any, *, batches: int = 20, batch_size: int = 128, seed: int = 0) -> nn.Module:
