@@ -59,6 +59,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
     p.add_argument("--grad-clip", type=float, default=None,
                    help="gradient-norm clip of the fine-tuning (default: the recovery recipe's)")
+    p.add_argument("--mimic", type=float, default=0.0,
+                   help="weight of stage-output feature mimicking beside KD (the `mimic` loss; default 0: off)")
     p.add_argument("--reconstruct-images", type=int, default=512,
                    help="training images the decomposed layers' last factors are refit on before fine-tuning "
                         "(0: re-estimate BatchNorm on --bn-batches instead, the recipe before 2026-12)")
@@ -86,7 +88,7 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         recalibrate_bn_(model, data, batches=args.bn_batches, seed=args.seed)
         repair = f"BatchNorm re-estimated on {args.bn_batches} batches"
     repaired = top1(model)
-    recipe = recovery_config(**train)
+    recipe = recovery_config(**train, mimic=args.mimic)
     result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
     measured = profile(model, runtimes=())
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = {"finetune_epochs": train["epochs"], "limit_batches": train["limit_batches"], "lr": args.lr,
               "reconstruct_images": args.reconstruct_images, "bn_batches": 0 if args.reconstruct_images else args.bn_batches,
               "recipe": "KD T=4, alpha 0.1 / beta 0.9, SGD nesterov, warm-up 0.1 epoch + cosine, batch 128, wd 1e-4",
-              "allocation": args.allocation, "test_images": len(scored.test)}
+              "mimic": args.mimic, "allocation": args.allocation, "test_images": len(scored.test)}
     write_results(NAME, records, args, argv, budget=budget,
                   notes="top1_decomposed: right after decomposition; top1_bn: after the BatchNorm "
                         "re-estimation, before any gradient step; top1: after fine-tuning. speedup_b1/b64: baseline "

@@ -18,6 +18,7 @@ from deepshrink.distillation.losses import (
     FitNetLoss,
     FSPLoss,
     KDLoss,
+    MimicLoss,
     PKTLoss,
     RKDLoss,
     SPLoss,
@@ -236,7 +237,16 @@ def test_fitnet_with_identity_regressor_is_mse():
     assert loss(s, t).item() == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["at", "sp", "rkd", "fsp", "pkt"])
+def test_mimic_is_relative_squared_error_per_tap_with_nothing_learnt_at_equal_widths():
+    student, teacher = [_maps(0, c=4, h=8, w=8), _maps(1, c=8, h=4, w=4)], [_maps(2, c=4, h=8, w=8), _maps(3, c=8, h=4, w=4)]
+    loss = MimicLoss([(4, 8, 8), (8, 4, 4)], [(4, 8, 8), (8, 4, 4)])
+    expected = sum(((_np(s) - _np(t)) ** 2).mean() / (_np(t) ** 2).mean() for s, t in zip(student, teacher))
+    assert loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+    assert not list(loss.parameters())  # a decomposed student must match the original features themselves
+    assert loss([2 * s for s in student], [2 * t for t in teacher]).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["at", "sp", "rkd", "fsp", "pkt", "mimic"])
 def test_zero_when_student_and_teacher_features_coincide(name):
     maps = [_maps(5, c=4, h=8, w=8), _maps(6, c=8, h=4, w=4)]
     feats = [m.flatten(1) for m in maps] if LOSSES.get(name).taps is TapKind.EMBEDDING else maps

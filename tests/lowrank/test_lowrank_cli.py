@@ -14,7 +14,8 @@ def test_decompose_with_sensitivity_finetuning_and_onnx(tmp_path, capsys) -> Non
     out = tmp_path / "run"
     code = main(["decompose", "--model", "digits_cnn", "--method", "tucker", "--ratio", "2", "--no-exclude",
                  "--allocation", "sensitivity", "--calibration-images", "64", "--data", "digits",
-                 "--finetune-epochs", "1", "--batch-size", "64", "--limit-batches", "2", "--onnx", "--out", str(out)])
+                 "--finetune-epochs", "1", "--batch-size", "64", "--limit-batches", "2", "--mimic", "1", "--onnx",
+                 "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed
     assert "top-1 finetuned" in printed.out and "layers decomposed" in printed.out
@@ -25,6 +26,8 @@ def test_decompose_with_sensitivity_finetuning_and_onnx(tmp_path, capsys) -> Non
     assert refits and all(r["error_after"] <= r["error_before"] for r in refits.values())
     config = json.loads((out / "decompose_config.json").read_text())
     assert config["rule"] == {"ratio": 2.0, "budget": "params", "allocation": "sensitivity"} and config["exclude"] == []
+    recipe = json.loads((out / "finetune_config.json").read_text())
+    assert [(loss["name"], loss["weight"]) for loss in recipe["losses"]] == [("kd", None), ("mimic", 1.0)]
     model = load(out)
     assert [e["name"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]] == [e["name"] for e in metrics["layers"]]
     assert (out / "model.onnx").is_file() and (out / "train" / "checkpoint.pt").is_file()
@@ -53,3 +56,5 @@ def test_decompose_errors_are_one_line_naming_the_fault(tmp_path, capsys) -> Non
     assert "need --data" in capsys.readouterr().err
     assert main([*base, "--ratio", "2", "--reconstruct-images", "-1"]) == 2
     assert "--reconstruct-images must be >= 0" in capsys.readouterr().err
+    assert main([*base, "--ratio", "2", "--mimic", "-0.5"]) == 2
+    assert "--mimic must be >= 0 (0 turns feature mimicking off), got -0.5" in capsys.readouterr().err

@@ -64,6 +64,8 @@ def _calibration(data, count: int):
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune with distillation after decomposing.")
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size (default 128).")
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.002).")
+@click.option("--mimic", type=float, default=0.0, show_default=True,
+              help="Weight of stage-output feature mimicking beside KD while fine-tuning (0: off).")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
 @click.option("--calibration-images", type=int, default=64, show_default=True, help="Images used by --allocation sensitivity.")
 @click.option("--reconstruct-images", type=int, default=512, show_default=True,
@@ -72,7 +74,7 @@ def _calibration(data, count: int):
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the decomposed model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def decompose_command(model_name, weights, method, ratio, budget, allocation, energy, ranks_text, exclude, no_exclude,
-                      data_spec, finetune_epochs, batch_size, lr, limit_batches, calibration_images,
+                      data_spec, finetune_epochs, batch_size, lr, mimic, limit_batches, calibration_images,
                       reconstruct_images, export_onnx, out) -> None:
     """Replace convolutions and linear layers by low-rank factors and save the smaller model.
 
@@ -89,6 +91,8 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
         raise ConfigError("give --exclude or --no-exclude, not both")
     if finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+    if mimic < 0:
+        raise ConfigError(f"--mimic must be >= 0 (0 turns feature mimicking off), got {mimic}")
     if reconstruct_images < 0:
         raise ConfigError(f"--reconstruct-images must be >= 0 (0: re-estimate BatchNorm instead), got {reconstruct_images}")
     if (finetune_epochs or allocation == "sensitivity") and not data_spec:
@@ -126,7 +130,7 @@ def decompose_command(model_name, weights, method, ratio, budget, allocation, en
 
             options = {k: v for k, v in (("batch_size", batch_size), ("lr", lr), ("limit_batches", limit_batches))
                        if v is not None}
-            recipe = recovery_config(finetune_epochs, **options)
+            recipe = recovery_config(finetune_epochs, mimic=mimic, **options)
             write_json(out_dir / "finetune_config.json", recipe.model_dump(mode="json"))
             finetune(new, model, data, recipe, reconstruct_images=0, bn_batches=0 if reconstruct_images else 20,
                      out_dir=out_dir / "train")

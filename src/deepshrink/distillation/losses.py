@@ -149,6 +149,41 @@ class FitNetLoss(DistillLoss):
         return total
 
 
+@LOSSES.register("mimic")
+class MimicLoss(DistillLoss):
+    """Feature mimicking (Li et al. 2017) at every stage output: squared error relative to the
+    teacher feature's energy, so one weight suits every depth. Taps of equal width are compared
+    directly, nothing learnt beside the student: the case of decomposed models and of pruned ones
+    whose stage outputs were kept, where the student should reproduce the original features
+    themselves. Unequal widths go through a 1x1 adapter as in FitNets."""
+
+    default_weight = 1.0
+
+    def __init__(self, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape]) -> None:
+        super().__init__()
+        self.adapters = nn.ModuleList(
+            nn.Identity() if tuple(s)[:1] == tuple(t)[:1] else _regressor(tuple(s), tuple(t))
+            for s, t in zip(student_shapes, teacher_shapes)
+        )
+
+    @classmethod
+    def build(cls, student_shapes, teacher_shapes, **options):
+        _check_tap_counts(cls, student_shapes, teacher_shapes)
+        return _construct(cls, student_shapes, teacher_shapes, **options)
+
+    def forward(self, student: Features, teacher: Features, labels: torch.Tensor | None = None) -> torch.Tensor:
+        pairs = _pairs(student, teacher, "MimicLoss")
+        if len(pairs) != len(self.adapters):
+            raise ConfigError(f"MimicLoss: built for {len(self.adapters)} taps, called with {len(pairs)}")
+        total = 0.0
+        for adapter, (s, t) in zip(self.adapters, pairs):
+            s = adapter(s)
+            if s.dim() == 4:
+                s = P.match_spatial(s, t.shape[-2:])
+            total = total + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12)
+        return total
+
+
 @LOSSES.register("at")
 class ATLoss(DistillLoss):
     """Zagoruyko & Komodakis attention transfer: squared distance between normalised spatial

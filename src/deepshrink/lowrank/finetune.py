@@ -48,9 +48,14 @@ RECOVERY_TRAIN: dict[str, Any] = {
 }
 
 
-def recovery_config(epochs: int, **train_options: Any) -> DistillConfig:
-    """The default fine-tuning recipe for `epochs`, with any TrainConfig field overridden."""
-    return DistillConfig(**RECOVERY_KD, train=TrainConfig(**{**RECOVERY_TRAIN, "epochs": epochs, **train_options}))
+def recovery_config(epochs: int, *, mimic: float = 0.0, **train_options: Any) -> DistillConfig:
+    """The default fine-tuning recipe for `epochs`, with any TrainConfig field overridden; `mimic`
+    > 0 adds stage-output feature mimicking (the `mimic` loss) at that weight beside KD."""
+    if mimic < 0:
+        raise ConfigError(f"mimic: the feature-mimicking weight must be >= 0 (0 turns it off), got {mimic}")
+    losses = [*RECOVERY_KD["losses"], *([{"name": "mimic", "weight": mimic}] if mimic else [])]
+    train = TrainConfig(**{**RECOVERY_TRAIN, "epochs": epochs, **train_options})
+    return DistillConfig(**{**RECOVERY_KD, "losses": losses}, train=train)
 
 
 def finetune(
