@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
@@ -74,6 +75,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--width-mult", type=float, default=0.5)
     p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--adapter-images", type=int, default=64,
+                   help="training images the KD row's imitation adapters are least-squares fit on (0: random start)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (fine-tuning: half)")
     p.add_argument("--observer", default="percentile", help="PTQ activation observer")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
@@ -169,7 +172,8 @@ class Bench:
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
                                    prune_ratio=round(pruned.report["ratio"], 4)))
         start = time.perf_counter()
-        kd = self.fit("pruned+kd", distill_detector, copy.deepcopy(pruned.model), base, config=ft)
+        kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images)
+        kd = self.fit("pruned+kd", kd_train, copy.deepcopy(pruned.model), base, config=ft)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
         loader = sample_loader(self.data, 16)
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     budget = {"model": f"{args.model} x{args.width_mult}", "input": "3x320x320", "quick": args.quick,
               "baseline_epochs": 1 if args.quick else args.epochs,
               "finetune_epochs": 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3)),
-              "macs_keep": args.macs_keep, "batches_per_epoch": 3 if args.quick else "all"}
+              "macs_keep": args.macs_keep,
+              "kd_adapter_images": args.adapter_images, "batches_per_epoch": 3 if args.quick else "all"}
     notes = (ATTRIBUTION + " `bytes` is the deployed ONNX file; `ort_b1` is paired with the baseline graph "
              "(`speedup_ort_b1` uses that pairing); `ort_b1_nms` adds decode + NMS on 8 real test images.")
     write_results(NAME, rows, args, argv, budget=budget, notes=notes)

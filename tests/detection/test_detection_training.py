@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from deepshrink.data import BatchLoader
+from deepshrink.data import BatchLoader, sample_loader
 from deepshrink.detection import DetectionObjective, ModelEMA, distill_detector, train_detector
 from deepshrink.errors import ConfigError
 from deepshrink.pruning import prune
@@ -97,3 +97,22 @@ def test_distill_pruned_student_from_its_teacher(tiny_bundle, tiny_detector) -> 
     assert math.isfinite(result.history[0]["train_loss"])
     changed = [k for k, v in result.model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
     assert len(changed) > len(before) // 2
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_imitation_adapters_start_at_their_least_squares_fit(tiny_bundle, tiny_detector, pruned) -> None:
+    from deepshrink.detection.api import detection_objective
+    from deepshrink.detection.config import DetectTrainOptions
+    from deepshrink.detection.distill import NECK_TAPS, DetectionDistillObjective
+
+    teacher = tiny_detector(width_mult=0.5, neck_width=32).eval()
+    student = prune(teacher, torch.randn(2, 3, 64, 64), ratio=0.5, protect_ends=False).model if pruned else copy.deepcopy(teacher)
+    images = next(iter(sample_loader(tiny_bundle, 8)))[0]
+    base = detection_objective(student, tiny_bundle, DetectTrainOptions(), 0)
+    objective = DetectionDistillObjective(base, student, teacher, calibration=images)
+    assert set(objective.adapter_fit) == set(NECK_TAPS)
+    for tap, fit in objective.adapter_fit.items():
+        assert fit["error_fitted"] < 0.5 * fit["error_random"], tap
+        if not pruned:  # equal features: the fit is the identity map, up to the ridge (8 tiny images)
+            assert fit["error_fitted"] < 0.05, tap
+    objective.close()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from deepshrink.data import sample_loader
 from deepshrink.detection.callbacks import MapEvaluator, ModelEMA
 from deepshrink.detection.config import DetectTrainOptions
 from deepshrink.detection.dataset import DetectionBundle
@@ -85,25 +86,31 @@ def distill_detector(
     feature_weight: float = 1.0,
     logit_weight: float = 1.0,
     temperature: float = 1.0,
+    adapter_images: int = 64,
     callbacks: Iterable[Any] = (),
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> TrainResult:
     """Train `student` with its FCOS losses plus neck-feature imitation and class-logit KD from
-    `teacher` (e.g. the unpruned detector); see `deepshrink.detection.distill`."""
+    `teacher` (e.g. the unpruned detector); see `deepshrink.detection.distill`. The imitation
+    adapters start at their least-squares fit on `adapter_images` un-augmented training images
+    (0: a random start)."""
     for name, value in (("feature_weight", feature_weight), ("logit_weight", logit_weight)):
         if value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     if temperature <= 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if adapter_images < 0:
+        raise ConfigError(f"adapter_images must be >= 0 (0: random adapters), got {adapter_images}")
     opts = DetectTrainOptions.coerce(options)
     seed = TrainConfig.coerce(config).seed
     device = next((p.device for p in student.parameters()), torch.device("cpu"))
     teacher = teacher.to(device).eval()
     example = torch.zeros(1, *data.input_size, device=device)
+    calibration = next(iter(sample_loader(data, adapter_images, seed=seed, device=device)))[0] if adapter_images else None
     objective = DetectionDistillObjective(
         detection_objective(student, data, opts, seed), student, teacher, taps=taps, feature_weight=feature_weight,
-        logit_weight=logit_weight, temperature=temperature, example=example,
+        logit_weight=logit_weight, temperature=temperature, example=example, calibration=calibration,
     )
     try:
         return _run(student, data, config, opts, objective, callbacks, out_dir, resume)

@@ -5,7 +5,9 @@ classification branch, added to the student's own FCOS losses.
                + logit_weight * sum_p w_p BCE(s_p / T, sigmoid(t_p / T)) / sum_p w_p
 
 A_l is a 1x1 convolution (trained with the student) mapping a pruned student's neck width to the
-teacher's; normalising by the teacher feature's energy keeps every level on the same scale
+teacher's. Given calibration images it starts at the least-squares map from the student's features
+to the teacher's on them (`deepshrink.layerfit`): a random start would make the student first chase
+a random projection of the teacher. Normalising by the teacher feature's energy keeps every level on the same scale
 (mimic-style imitation, Li et al. 2017). The KD weight w_p of a point is the teacher's best class
 probability there, so the many background points do not drown the few objects. The teacher sees
 the same augmented batch as the student; it is held outside the module tree (never optimised or
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 
 from deepshrink.detection.objective import DetectionObjective
 from deepshrink.distillation.hooks import FeatureHooks
+from deepshrink.layerfit import fit_layer_, relative_error
 
+CALIBRATION_CHUNK = 16  # images per forward pass while fitting the adapters
 NECK_TAPS = ("neck.smooth3", "neck.fuse4", "neck.fuse5")  # the P3, P4, P5 outputs of the PAN neck
 
 
@@ -37,6 +41,7 @@ class DetectionDistillObjective(nn.Module):
         logit_weight: float = 1.0,
         temperature: float = 1.0,
         example: torch.Tensor | None = None,
+        calibration: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.base = base
@@ -57,6 +62,30 @@ class DetectionDistillObjective(nn.Module):
             tap.replace(".", "_"): nn.Conv2d(s_feats[tap].shape[1], t_feats[tap].shape[1], 1) for tap in self.taps
         })
         self.last_terms: dict[str, torch.Tensor] = {}
+        # per tap, the adapter's relative error on the calibration images at a random start and after the fit
+        self.adapter_fit: dict[str, dict[str, float]] = {}
+        if calibration is not None:
+            self._fit_adapters(student, teacher, calibration)
+
+    @torch.no_grad()
+    def _fit_adapters(self, student: nn.Module, teacher: nn.Module, images: torch.Tensor) -> None:
+        """Each adapter := the ridge least-squares map from student to teacher features on `images`."""
+        was_training = student.training
+        student.eval()
+        features: dict[str, tuple[list, list]] = {tap: ([], []) for tap in self.taps}
+        for chunk in images.split(CALIBRATION_CHUNK):
+            student(chunk)
+            teacher(chunk)
+            s_feats, t_feats = self.student_hooks.pop(), self.teacher_hooks.pop()
+            for tap in self.taps:
+                features[tap][0].append(s_feats[tap])
+                features[tap][1].append(t_feats[tap])
+        student.train(was_training)
+        for tap in self.taps:
+            adapter, pairs = self.adapters[tap.replace(".", "_")], list(zip(*features[tap]))
+            random_start = relative_error(adapter, pairs)
+            fit_layer_(adapter, pairs)
+            self.adapter_fit[tap] = {"error_random": random_start, "error_fitted": relative_error(adapter, pairs)}
 
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, None]:
         images, targets = self.base.prepare(model, images, targets)

@@ -13,9 +13,8 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-
 from deepshrink.errors import ConfigError, ModelError
+from deepshrink.layerfit import fit_layer_, relative_error
 
 CHUNK = 64  # images per pass: bounds the memory of the captured activations
 
@@ -76,43 +75,13 @@ def _capture(layer: nn.Module, store: list, want: str):
 
 
 def _refit(seq: nn.Sequential, inputs: torch.Tensor, targets: torch.Tensor, ridge: float) -> dict[str, float]:
-    last, bias = seq[-1], seq[-1].bias is not None
-    before = _relative_error(seq, inputs, targets)
-    gram, cross = None, None
-    for x, y in zip(inputs.split(CHUNK), targets.split(CHUNK)):  # normal equations, a chunk at a time
-        design, wanted = _design(last, seq[:-1](x)), _rows(last, y)
-        if bias:
-            design = torch.cat([design, torch.ones(design.shape[0], 1, dtype=design.dtype)], dim=1)
-        gram = design.T @ design if gram is None else gram + design.T @ design
-        cross = design.T @ wanted if cross is None else cross + design.T @ wanted
-    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=gram.dtype)
-    solution = torch.linalg.solve(gram, cross)  # (inputs [+1], outputs)
+    last = seq[-1]
+    before = relative_error(seq, zip(inputs.split(CHUNK), targets.split(CHUNK)))
     previous = [p.clone() for p in (last.weight, last.bias) if p is not None]
-    last.weight.copy_(solution[: solution.shape[0] - bias].T.reshape(last.weight.shape).to(last.weight.dtype))
-    if bias:
-        last.bias.copy_(solution[-1].to(last.bias.dtype))
-    after = _relative_error(seq, inputs, targets)
+    fit_layer_(last, ((seq[:-1](x), y) for x, y in zip(inputs.split(CHUNK), targets.split(CHUNK))), ridge=ridge)
+    after = relative_error(seq, zip(inputs.split(CHUNK), targets.split(CHUNK)))
     if not after <= before:  # ridge least squares cannot lose on its own data unless ill-posed: keep the old
         for param, old in zip((last.weight, last.bias), previous):
             param.copy_(old)
         after = before
     return {"error_before": before, "error_after": after}
-
-
-def _design(last: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """Rows = output positions, columns = the inputs one output weight multiplies (float64)."""
-    if isinstance(last, nn.Linear):
-        return features.reshape(-1, features.shape[-1]).double()
-    patches = F.unfold(features, last.kernel_size, dilation=last.dilation, padding=last.padding, stride=last.stride)
-    return patches.transpose(1, 2).reshape(-1, patches.shape[1]).double()
-
-
-def _rows(last: nn.Module, targets: torch.Tensor) -> torch.Tensor:
-    if isinstance(last, nn.Linear):
-        return targets.reshape(-1, targets.shape[-1]).double()
-    return targets.flatten(2).transpose(1, 2).reshape(-1, targets.shape[1]).double()
-
-
-def _relative_error(seq: nn.Sequential, inputs: torch.Tensor, targets: torch.Tensor) -> float:
-    error = sum(float((seq(x) - y).pow(2).sum()) for x, y in zip(inputs.split(CHUNK), targets.split(CHUNK)))
-    return (error / max(float(targets.pow(2).sum()), 1e-24)) ** 0.5
