@@ -129,7 +129,15 @@ class FitNetLoss(DistillLoss):
 
     def __init__(self, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape]) -> None:
         super().__init__()
-        self.regressors = nn.ModuleList(_regressor(tuple(s), tuple(t)) for s, t in zip(student_shapes, teacher_shapes))
+        self.regressors = nn.ModuleList(self._adapter(tuple(s), tuple(t)) for s, t in zip(student_shapes, teacher_shapes))
+
+    @staticmethod
+    def _adapter(student: Shape, teacher: Shape) -> nn.Module:
+        return _regressor(student, teacher)
+
+    @staticmethod
+    def _error(hint: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(hint, teacher)
 
     @classmethod
     def build(cls, student_shapes, teacher_shapes, **options):
@@ -137,51 +145,37 @@ class FitNetLoss(DistillLoss):
         return _construct(cls, student_shapes, teacher_shapes, **options)
 
     def forward(self, student: Features, teacher: Features, labels: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = _pairs(student, teacher, "FitNetLoss")
+        name = type(self).__name__
+        pairs = _pairs(student, teacher, name)
         if len(pairs) != len(self.regressors):
-            raise ConfigError(f"FitNetLoss: built for {len(self.regressors)} taps, called with {len(pairs)}")
+            raise ConfigError(f"{name}: built for {len(self.regressors)} taps, called with {len(pairs)}")
         total = 0.0
         for regressor, (s, t) in zip(self.regressors, pairs):
             hint = regressor(s)
             if hint.dim() == 4:
                 hint = P.match_spatial(hint, t.shape[-2:])
-            total = total + F.mse_loss(hint, t)
+            total = total + self._error(hint, t)
         return total
 
 
 @LOSSES.register("mimic")
-class MimicLoss(DistillLoss):
+class MimicLoss(FitNetLoss):
     """Feature mimicking (Li et al. 2017) at every stage output: squared error relative to the
     teacher feature's energy, so one weight suits every depth. Taps of equal width are compared
     directly, nothing learnt beside the student: the case of decomposed models and of pruned ones
     whose stage outputs were kept, where the student should reproduce the original features
     themselves. Unequal widths go through a 1x1 adapter as in FitNets."""
 
+    taps = TapKind.STAGES
     default_weight = 1.0
 
-    def __init__(self, student_shapes: Sequence[Shape], teacher_shapes: Sequence[Shape]) -> None:
-        super().__init__()
-        self.adapters = nn.ModuleList(
-            nn.Identity() if tuple(s)[:1] == tuple(t)[:1] else _regressor(tuple(s), tuple(t))
-            for s, t in zip(student_shapes, teacher_shapes)
-        )
+    @staticmethod
+    def _adapter(student: Shape, teacher: Shape) -> nn.Module:
+        return nn.Identity() if student[:1] == teacher[:1] else _regressor(student, teacher)
 
-    @classmethod
-    def build(cls, student_shapes, teacher_shapes, **options):
-        _check_tap_counts(cls, student_shapes, teacher_shapes)
-        return _construct(cls, student_shapes, teacher_shapes, **options)
-
-    def forward(self, student: Features, teacher: Features, labels: torch.Tensor | None = None) -> torch.Tensor:
-        pairs = _pairs(student, teacher, "MimicLoss")
-        if len(pairs) != len(self.adapters):
-            raise ConfigError(f"MimicLoss: built for {len(self.adapters)} taps, called with {len(pairs)}")
-        total = 0.0
-        for adapter, (s, t) in zip(self.adapters, pairs):
-            s = adapter(s)
-            if s.dim() == 4:
-                s = P.match_spatial(s, t.shape[-2:])
-            total = total + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-12)
-        return total
+    @staticmethod
+    def _error(hint: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return (hint - teacher).pow(2).mean() / teacher.pow(2).mean().clamp_min(1e-12)
 
 
 @LOSSES.register("at")
