@@ -51,3 +51,26 @@ def test_profile_reports_macs_at_the_input_size_and_latency_with_nms(tiny_detect
     assert large.macs == pytest.approx(4 * small.macs, rel=0.01)  # convolutions scale with the pixels
     assert set(small.latency_ms) == {"ort_b1", "ort_b1_nms"}
     assert small.latency_ms["ort_b1_nms"] > 0 and small.input_size == (3, 64, 64)
+
+
+def test_foundation_commands_route_detection_data_and_detectors(yolo_dir, tmp_path, monkeypatch, capsys) -> None:
+    from deepshrink.cli.main import main
+
+    monkeypatch.setenv("DEEPSHRINK_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    data = f"yolo:{yolo_dir}"
+    assert main(["train", "--model", "fcos_mobilenet_v2", "--data", data, "--epochs", "1", "--batch-size", "2",
+                 "--limit-batches", "2", "--out", str(out)]) == 0, capsys.readouterr()
+    assert "AP@0.5" in capsys.readouterr().out and (out / "model").is_dir()
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out / "model"), "--data", data, "--split", "val", "--json", str(report)]) == 0
+    assert set(json.loads(report.read_text())) >= {"map50", "map50_95", "per_class"}
+    profile = tmp_path / "profile.json"
+    assert main(["profile", "--model", str(out / "model"), "--input-size", "3x64x64", "--batch-sizes", "1",
+                 "--runtimes", "eager", "--json", str(profile)]) == 0
+    assert set(json.loads(profile.read_text())["latency_ms"]) == {"eager_b1", "eager_b1_nms"}
+    capsys.readouterr()
+    assert main(["train", "--model", "fcos_resnet", "--data", data, "--schedule", "step", "--out", str(out)]) == 2
+    assert "--schedule: detectors train with warm-up + cosine" in capsys.readouterr().err
+    assert main(["profile", "--model", "fcos_resnet", "--ort-nodes", "3"]) == 2
+    assert "--num-classes and --ort-nodes apply to classifiers" in capsys.readouterr().err

@@ -19,6 +19,24 @@ from deepshrink.cli.common import (
 DATA_HELP = "Detection data: yolo:PATH | voc:PATH | coco:PATH (directory or .tar/.tar.gz)."
 
 
+def is_detection_spec(spec: str | None) -> bool:
+    """Whether a --data spec names detection data (yolo:, voc:, coco:)."""
+    from deepshrink.detection.dataset import DetectionScheme
+
+    return spec is not None and str(spec).partition(":")[0].strip().lower() in {s.value for s in DetectionScheme}
+
+
+def is_detector(name: str) -> bool:
+    """Whether --model names a zoo detector or a model directory holding one."""
+    import deepshrink.detection.models  # noqa: F401  (registers the detectors)
+    from deepshrink.fileio import read_json
+    from deepshrink.models import MODELS, is_model_dir
+    from deepshrink.models.persist import SPEC_FILE
+
+    arch = read_json(Path(name) / SPEC_FILE).get("arch") if is_model_dir(Path(name)) else name
+    return arch in MODELS.names() and MODELS.meta(arch).get("task") == "detection"
+
+
 def _data(spec: str, image_size: int):
     from deepshrink.detection import load_detection
 
@@ -29,7 +47,12 @@ def _model(name: str, weights: str | None, data=None, *, width_mult: float | Non
            depth_mult: float | None = None, input_size=None):
     """A directory written by deepshrink, or a zoo detector built for the data's classes and size."""
     import deepshrink.detection.models  # noqa: F401  (registers fcos_resnet, fcos_mobilenet_v2)
-    from deepshrink.models import create_model, is_model_dir, load_weights, resolve_model
+    from deepshrink.models import (
+        create_model,
+        is_model_dir,
+        load_weights,
+        resolve_model,
+    )
 
     if is_model_dir(Path(name)):
         return resolve_model(name, weights=weights)

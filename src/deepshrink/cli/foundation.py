@@ -16,6 +16,7 @@ from deepshrink.cli.common import (
     print_kv_table,
     write_json_file,
 )
+from deepshrink.errors import ConfigError
 
 
 @click.command()
@@ -62,12 +63,22 @@ def train(model_name, weights, data_spec, epochs, batch_size, lr, optimizer, sch
 
     Example: deepshrink train --model resnet20 --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz --epochs 30 --out runs/r20
     """
+    from deepshrink.cli import detect
     from deepshrink.data import load_data
     from deepshrink.fileio import write_json
     from deepshrink.metrics import evaluate
     from deepshrink.models import save_model
-    from deepshrink.training import TrainConfig, train as run_training
+    from deepshrink.training import TrainConfig
+    from deepshrink.training import train as run_training
 
+    if detect.is_detection_spec(data_spec):  # detection data: the detector trainer (FCOS losses, mAP)
+        if schedule is not None:
+            raise ConfigError("--schedule: detectors train with warm-up + cosine; drop it, or see `deepshrink detect train`")
+        click.get_current_context().invoke(
+            detect.train_command, model_name=model_name, weights=weights, data_spec=data_spec, epochs=epochs,
+            batch_size=batch_size or 16, lr=lr, optimizer=optimizer, seed=seed, limit_batches=limit_batches,
+            out=out, resume=resume)
+        return
     data = load_data(data_spec, seed=seed)
     model = build_model(model_name, weights, data)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule,
@@ -92,9 +103,16 @@ def eval_command(model_name, weights, data_spec, split, batch_size, json_path) -
 
     Example: deepshrink eval --model resnet32 --weights ../shared/weights/resnet-cifar10/resnet32-d509ac18.th --data imagefolder:../shared/datasets/cifar10-jpeg.tar.gz
     """
+    from deepshrink.cli import detect
     from deepshrink.data import load_data
     from deepshrink.metrics import evaluate
 
+    if detect.is_detection_spec(data_spec):  # detection data: mAP, per class
+        context = click.get_current_context()
+        default_batch = context.get_parameter_source("batch_size") is click.core.ParameterSource.DEFAULT
+        context.invoke(detect.eval_command, model_name=model_name, weights=weights, data_spec=data_spec, split=split,
+                       batch_size=16 if default_batch else batch_size, json_path=json_path)
+        return
     data = load_data(data_spec)
     model = build_model(model_name, weights, data)
     metrics = evaluate(model, data, split=split, batch_size=batch_size)
@@ -116,9 +134,17 @@ def profile(model_name, weights, input_size, num_classes, batch_sizes, runtimes,
 
     Example: deepshrink profile --model resnet32 --input-size 3x32x32 --json profile.json
     """
+    from deepshrink.cli import detect
     from deepshrink.metrics import profile as run_profile
     from deepshrink.models import resolve_model
 
+    if detect.is_detector(model_name):  # latency without and with decode + NMS
+        if num_classes is not None or ort_nodes:
+            raise ConfigError("--num-classes and --ort-nodes apply to classifiers; a detector takes its classes from its data")
+        click.get_current_context().invoke(detect.profile_command, model_name=model_name, weights=weights,
+                                           input_size=input_size, batch_sizes=batch_sizes, runtimes=runtimes,
+                                           json_path=json_path)
+        return
     size = parse_input_size(input_size)
     model = resolve_model(model_name, weights=weights, num_classes=num_classes, input_size=size)
     result = run_profile(
