@@ -121,3 +121,11 @@ def expected_boxes(index: int, size: int = 64, shape: tuple[int, int] = (64, 96)
     scale = np.array([new_w / w, new_h / h] * 2, np.float32)
     shift = np.array([(size - new_w) // 2, (size - new_h) // 2] * 2, np.float32)
     return boxes * scale + shift
+
+
+def tiny_fcos(num_classes: int = 3, **kwargs):
+    """A tiny FCOS for recipes in tests (`det_fixtures:tiny_fcos`)."""
+    from deepshrink.detection.models import build_fcos
+
+    options = {"width_mult": 0.25, "depth_mult": 0.5, "neck_width": 16, "head_depth": 1, **kwargs}
+    return build_fcos("resnet", num_classes, **options)

@@ -118,3 +118,15 @@ def test_fuzzed_recipes_never_raise_anything_but_a_clear_error(data: dict) -> No
         parse_recipe(yaml.safe_load(text), source="fuzz.yaml")
     except DeepShrinkError as exc:
         assert str(exc).startswith("fuzz.yaml") and "\n" not in str(exc)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_recipe_validates(path: Path) -> None:
+    from deepshrink.pipeline.task import task_for
+
+    recipe = load_recipe(path)
+    assert recipe.parsed_steps and recipe.parsed_steps[-1].kind == "export"
+    assert task_for(recipe.data).name == ("detection" if path.stem.startswith("detector") else "classification")

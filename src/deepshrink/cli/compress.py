@@ -25,17 +25,16 @@ def compress(recipe: str, out: str | None, from_step: str | None, smoke: bool) -
 
     command = "deepshrink " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = run(recipe, out=out, from_step=from_step, smoke=smoke, command=command)
-    _print_stages(report["stages"])
+    _print_stages(report["stages"], report.get("score", "top1"))
 
 
-def _print_stages(stages: list[dict]) -> None:
+def _print_stages(stages: list[dict], score: str) -> None:
     from rich.table import Table
 
-    from deepshrink.report.render import stage_table
+    from deepshrink.report.render import stage_header, stage_table
 
-    table = Table("stage", "top-1 % (Δ)", "params (×)", "MACs (×)", "bytes (×)", "ORT b1 ms (×)", "ORT b64 ms (×)",
-                  title="before → after", title_justify="left")
-    for row in stage_table(stages):
+    table = Table(*stage_header(score), title="before → after", title_justify="left")
+    for row in stage_table(stages, score):
         table.add_row(*row)
     console.print(table)
 
@@ -58,12 +57,13 @@ def compare(run_dirs: tuple[str, ...]) -> None:
 
     from deepshrink.fileio import read_json
 
-    table = Table("run", "final stage", "top-1 %", "params", "MACs", "bytes", "ORT b64 ms")
+    table = Table("run", "final stage", "score %", "params", "MACs", "bytes", "ORT b1 ms", "ORT b64 ms")
     for run_dir in run_dirs:
-        stages = read_json(Path(run_dir) / "report.json")["stages"]
-        last = stages[-1]
-        table.add_row(run_dir, last["name"], f"{last['top1']:.2f}", f"{last['params']:,}", f"{last['macs']:,}",
-                      f"{last['bytes']:,}", str(last.get("latency_ms", {}).get("ort_b64", "–")))
+        report = read_json(Path(run_dir) / "report.json")
+        last, score = report["stages"][-1], report.get("score", "top1")
+        latency = last.get("latency_ms", {})
+        table.add_row(run_dir, last["name"], f"{score} {last[score]:.2f}", f"{last['params']:,}", f"{last['macs']:,}",
+                      f"{last['bytes']:,}", str(latency.get("ort_b1", "–")), str(latency.get("ort_b64", "–")))
     console.print(table)
 
 

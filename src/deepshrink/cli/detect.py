@@ -19,13 +19,6 @@ from deepshrink.cli.common import (
 DATA_HELP = "Detection data: yolo:PATH | voc:PATH | coco:PATH (directory or .tar/.tar.gz)."
 
 
-def is_detection_spec(spec: str | None) -> bool:
-    """Whether a --data spec names detection data (yolo:, voc:, coco:)."""
-    from deepshrink.detection.dataset import DetectionScheme
-
-    return spec is not None and str(spec).partition(":")[0].strip().lower() in {s.value for s in DetectionScheme}
-
-
 def is_detector(name: str) -> bool:
     """Whether --model names a zoo detector or a model directory holding one."""
     import deepshrink.detection.models  # noqa: F401  (registers the detectors)

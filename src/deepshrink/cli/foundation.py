@@ -65,13 +65,14 @@ def train(model_name, weights, data_spec, epochs, batch_size, lr, optimizer, sch
     """
     from deepshrink.cli import detect
     from deepshrink.data import load_data
+    from deepshrink.detection import is_detection_spec
     from deepshrink.fileio import write_json
     from deepshrink.metrics import evaluate
     from deepshrink.models import save_model
     from deepshrink.training import TrainConfig
     from deepshrink.training import train as run_training
 
-    if detect.is_detection_spec(data_spec):  # detection data: the detector trainer (FCOS losses, mAP)
+    if is_detection_spec(data_spec):  # detection data: the detector trainer (FCOS losses, mAP)
         if schedule is not None:
             raise ConfigError("--schedule: detectors train with warm-up + cosine; drop it, or see `deepshrink detect train`")
         click.get_current_context().invoke(
@@ -105,9 +106,10 @@ def eval_command(model_name, weights, data_spec, split, batch_size, json_path) -
     """
     from deepshrink.cli import detect
     from deepshrink.data import load_data
+    from deepshrink.detection import is_detection_spec
     from deepshrink.metrics import evaluate
 
-    if detect.is_detection_spec(data_spec):  # detection data: mAP, per class
+    if is_detection_spec(data_spec):  # detection data: mAP, per class
         context = click.get_current_context()
         default_batch = context.get_parameter_source("batch_size") is click.core.ParameterSource.DEFAULT
         context.invoke(detect.eval_command, model_name=model_name, weights=weights, data_spec=data_spec, split=split,

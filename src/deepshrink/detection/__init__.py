@@ -15,6 +15,7 @@ _NAMES = {
     "AugmentConfig": "config", "BoxLoss": "config", "ClassLoss": "config", "DetectTrainOptions": "config",
     "LossConfig": "config", "PostprocessConfig": "config",
     "DetectionBundle": "dataset", "DetectionSet": "dataset", "DetectionSpec": "dataset", "load_detection": "dataset",
+    "is_detection_spec": "dataset",
     "BatchAugment": "augment", "affine": "augment", "hflip": "augment", "mosaic": "augment",
     "FCOS": "models", "anchor_points": "models", "build_fcos": "models",
     "FCOSLoss": "losses", "assign": "losses",

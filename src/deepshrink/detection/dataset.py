@@ -48,6 +48,11 @@ READERS: dict[DetectionScheme, Callable[[Source], Parsed]] = {
 }
 
 
+def is_detection_spec(spec: str | None) -> bool:
+    """Whether a data spec names detection data (yolo:, voc:, coco:)."""
+    return spec is not None and str(spec).partition(":")[0].strip().lower() in {s.value for s in DetectionScheme}
+
+
 @dataclass(frozen=True)
 class DetectionSpec:
     scheme: DetectionScheme

@@ -20,6 +20,13 @@ class RunContext:
     data: Any  # DataBundle
     baseline: nn.Module  # the model as loaded, before any step: teacher of self-distillation
     smoke: bool = False
+    task: Any = None  # pipeline.task: ClassificationTask or DetectionTask, from the data spec
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            from deepshrink.pipeline.task import task_for
+
+            self.task = task_for(self.recipe.data)
 
     def train_config(self, config: Any) -> Any:
         """The step's TrainConfig, shrunk to a couple of batches for --smoke runs."""

@@ -18,14 +18,15 @@ def channels_per_layer(model: nn.Module) -> dict[str, int]:
 
 def measure_stage(ctx: RunContext, name: str, model: nn.Module, *, onnx_path: Path | None = None,
                   history: list | None = None) -> dict[str, Any]:
-    from deepshrink.metrics import evaluate, evaluate_onnx, file_bytes, profile
     from deepshrink.export import onnx_latency_ms
+    from deepshrink.metrics import file_bytes, profile
 
-    batches = (1,) if ctx.smoke else (1, 64)
+    batches = (1,) if ctx.smoke else ctx.task.latency_batches
     prof = profile(model, batch_sizes=batches, runtimes=() if onnx_path else ("ort",))
+    score = ctx.task.score
     stage: dict[str, Any] = {
         "name": name,
-        "top1": evaluate(model, ctx.data, split="test", limit_batches=ctx.limit_batches)["top1"],
+        **_scores(ctx.task.evaluate(model, ctx.data, limit_batches=ctx.limit_batches)),
         "params": prof.params,
         "macs": prof.macs,
         "bytes": prof.bytes,
@@ -40,7 +41,12 @@ def measure_stage(ctx: RunContext, name: str, model: nn.Module, *, onnx_path: Pa
         # A deployed artifact: its own file size, speed and accuracy are what count.
         stage["bytes"] = file_bytes(onnx_path)
         stage["latency_ms"] = {f"ort_b{b}": round(onnx_latency_ms(onnx_path, b, prof.input_size).median, 4) for b in batches}
-        stage["top1_fake_quant"] = stage["top1"]
-        stage["top1"] = evaluate_onnx(onnx_path, ctx.data, split="test", limit_batches=ctx.limit_batches)["top1"]
+        stage[f"{score}_fake_quant"] = stage[score]
+        stage.update(_scores(ctx.task.evaluate_onnx(onnx_path, ctx.data, limit_batches=ctx.limit_batches)))
         stage["artifact"] = str(onnx_path)
     return stage
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The task's headline numbers (top1, or map50 and map50_95) out of an evaluation."""
+    return {k: metrics[k] for k in ("top1", "map50", "map50_95") if k in metrics}

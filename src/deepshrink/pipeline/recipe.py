@@ -41,6 +41,7 @@ class Recipe(BaseModel):
     name: str | None = None
     model: ModelRef
     data: str
+    image_size: int | None = Field(None, ge=8, description="imagefolder: resize on decode; detection: letterbox side (default 320)")
     device: Device = Device.auto
     seed: int = 0
     out: str | None = None
@@ -74,6 +75,7 @@ def _field_message(error: dict, model: type[BaseModel] | None) -> str:
 
 def parse_recipe(data: Any, *, source: str = "<recipe>", lines: dict | None = None, base_dir: Path | None = None) -> Recipe:
     from deepshrink.pipeline.steps import STEPS
+    from deepshrink.pipeline.task import task_for
 
     lines = lines or {}
     if not isinstance(data, dict):
@@ -110,8 +112,10 @@ def parse_recipe(data: Any, *, source: str = "<recipe>", lines: dict | None = No
             raise ConfigError(_format_error(source, lines, where, f"step {index + 1} '{kind}': {exc}")) from None
         parsed.append(StepEntry(kind=kind, options=typed, index=index))
     recipe.parsed_steps = parsed
+    task = task_for(recipe.data)
     for entry in parsed:
         try:
+            task.check_step(entry.kind, entry.options)
             STEPS.get(entry.kind).check(entry.options, recipe, source=source, base_dir=base_dir)
         except ConfigError as exc:
             message = str(exc) if str(exc).startswith(source) else _format_error(
@@ -150,12 +154,12 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
 def check_resources(recipe: Recipe, *, source: str) -> None:
     """Before any work: the data spec names something that exists, and the model builds and its
     weights fit it (the checkpoint's tensors are shape-checked by name)."""
-    from deepshrink.data.specs import DataSpec
     from deepshrink.errors import DeepShrinkError
     from deepshrink.models import resolve_model
+    from deepshrink.pipeline.task import task_for
 
     try:
-        DataSpec.parse(recipe.data)
+        task_for(recipe.data).check_spec(recipe.data)
     except DeepShrinkError as exc:
         raise ConfigError(f"{source}: field 'data': {exc}") from None
     try:

@@ -78,19 +78,20 @@ def smoke_data(data, seed: int):
 
 def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, smoke: bool = False,
                command: str = "") -> dict[str, Any]:
-    from deepshrink.data import load_data
     from deepshrink.models import load, resolve_model, save_model
     from deepshrink.pipeline.steps import STEPS
+    from deepshrink.pipeline.task import task_for
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "recipe.resolved.json", recipe.resolved())
-    data = load_data(recipe.data, seed=recipe.seed)
+    task = task_for(recipe.data)
+    data = task.load(recipe.data, seed=recipe.seed, image_size=recipe.image_size)
     if smoke:
         data = smoke_data(data, recipe.seed)
     torch.manual_seed(recipe.seed)  # a model trained from scratch starts from the same weights every run
     model = resolve_model(recipe.model.name, weights=recipe.model.weights, num_classes=data.num_classes,
                           input_size=data.input_size, mean=data.mean, std=data.std)
-    ctx = RunContext(recipe=recipe, out_dir=out_dir, data=data, baseline=model, smoke=smoke)
+    ctx = RunContext(recipe=recipe, out_dir=out_dir, data=data, baseline=model, smoke=smoke, task=task)
 
     state = _load_state(out_dir, smoke)
     if state["baseline"] is None:
@@ -130,7 +131,10 @@ def write_run_report(out_dir: Path, recipe: Recipe, state: dict[str, Any], *, co
 
     stages = [state["baseline"]] + [s["stage"] for s in state["steps"] if "stage" in s]
     deploy = {s["kind"]: s["deploy"] for s in state["steps"] if "deploy" in s}
+    from deepshrink.pipeline.task import task_for
+
     report = {"title": recipe.name or out_dir.name, "command": command, "smoke": state.get("smoke", False),
+              "score": task_for(recipe.data).score,
               "recipe": recipe.resolved(), "machine": machine_info(), "versions": versions(),
               "stages": stages, "deploy": deploy,
               "steps": [{k: v for k, v in s.items() if k != "stage"} for s in state["steps"]]}

@@ -17,11 +17,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+VALIDATION_CURVES = {"val_top1": "validation top-1 (%)", "val_map50": "validation mAP@0.5 (%)"}
+
+
 def accuracy_tradeoff(stages: list[dict], x_key: str, x_label: str, path: Path, *, connect: bool = True,
-                      log_x: bool = False) -> Path | None:
-    """top-1 against `x_key` (or ORT b64 latency for "latency"), one labelled point per stage or
-    row; `connect` joins them in order (the stages of one run), otherwise a scatter."""
-    points = [(s.get(x_key) if x_key != "latency" else s.get("latency_ms", {}).get("ort_b64"), s.get("top1"), s["name"])
+                      log_x: bool = False, score: str = "top1", score_label: str = "top-1 (%)",
+                      latency_key: str = "ort_b64") -> Path | None:
+    """`score` (top-1, or mAP) against `x_key` (or ORT `latency_key` latency for "latency"), one
+    labelled point per stage or row; `connect` joins them in order (the stages of one run),
+    otherwise a scatter."""
+    points = [(s.get(x_key) if x_key != "latency" else s.get("latency_ms", {}).get(latency_key), s.get(score), s["name"])
               for s in stages]
     points = [p for p in points if p[0] is not None and p[1] is not None]
     if not points:
@@ -34,7 +39,7 @@ def accuracy_tradeoff(stages: list[dict], x_key: str, x_label: str, path: Path, 
     for x, y, name in points:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(x_label)
-    ax.set_ylabel("top-1 (%)")
+    ax.set_ylabel(score_label)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -59,18 +64,21 @@ def training_curves(stages: list[dict], path: Path) -> Path | None:
     if not trained:
         return None
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    # classifiers log val_top1 per epoch, detectors val_map50
+    val_key, val_label = next(((k, label) for k, label in VALIDATION_CURVES.items()
+                               if any(h.get(k) is not None for s in trained for h in s["history"])), (None, ""))
     offset = 0
     for stage in trained:
         history = stage["history"]
         epochs = [offset + i + 1 for i in range(len(history))]
         loss_ax.plot(epochs, [h.get("train_loss") for h in history], label=stage["name"])
-        if any(h.get("val_top1") is not None for h in history):
-            acc_ax.plot(epochs, [h.get("val_top1") for h in history], label=stage["name"])
+        if val_key and any(h.get(val_key) is not None for h in history):
+            acc_ax.plot(epochs, [h.get(val_key) for h in history], label=stage["name"])
         offset += len(history)
     loss_ax.set_xlabel("epoch (across steps)")
     loss_ax.set_ylabel("train loss")
     acc_ax.set_xlabel("epoch (across steps)")
-    acc_ax.set_ylabel("validation top-1 (%)")
+    acc_ax.set_ylabel(val_label or "validation score (none logged)")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

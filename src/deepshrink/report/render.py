@@ -12,9 +12,14 @@ from deepshrink.fileio import atomic_write_bytes, read_json
 from deepshrink.report import plots
 
 COLUMNS = ("name", "top1", "params", "macs", "bytes", "ort_b1", "ort_b64")
+SCORE_LABELS = {"top1": "top-1 %", "map50": "mAP@0.5 %"}  # a report's `score`: what its task ranks by
 
 
-def stage_table(stages: list[dict[str, Any]]) -> list[list[str]]:
+def stage_header(score: str = "top1") -> list[str]:
+    return ["stage", f"{SCORE_LABELS[score]} (Δ)", "params (×)", "MACs (×)", "bytes (×)", "ORT b1 ms (×)", "ORT b64 ms (×)"]
+
+
+def stage_table(stages: list[dict[str, Any]], score: str = "top1") -> list[list[str]]:
     """Rows of strings: each stage with its ratios against the first (uncompressed) stage."""
     if not stages:
         return []
@@ -22,7 +27,7 @@ def stage_table(stages: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for stage in stages:
         latency = stage.get("latency_ms", {})
-        cells = [stage["name"], _fmt_top1(stage.get("top1"), base.get("top1"))]
+        cells = [stage["name"], _fmt_top1(stage.get(score), base.get(score))]
         for key in ("params", "macs", "bytes"):
             cells.append(_fmt_ratio(stage.get(key), base.get(key), integer=True))
         for key in ("ort_b1", "ort_b64"):
@@ -83,10 +88,15 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _make_plots(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    stages = report.get("stages", [])
+    stages, score = report.get("stages", []), report.get("score", "top1")
+    batch = "64" if any("ort_b64" in s.get("latency_ms", {}) for s in stages) else "1"
+    label = SCORE_LABELS[score].replace(" %", " (%)")
     made: dict[str, Path | None] = {
-        "accuracy vs size": plots.accuracy_tradeoff(stages, "bytes", "bytes on disk", out_dir / "plot_size.png"),
-        "accuracy vs latency": plots.accuracy_tradeoff(stages, "latency", "ONNX Runtime latency, batch 64 (ms)", out_dir / "plot_latency.png"),
+        "accuracy vs size": plots.accuracy_tradeoff(stages, "bytes", "bytes on disk", out_dir / "plot_size.png",
+                                                    score=score, score_label=label),
+        "accuracy vs latency": plots.accuracy_tradeoff(
+            stages, "latency", f"ONNX Runtime latency, batch {batch} (ms)", out_dir / "plot_latency.png",
+            score=score, score_label=label, latency_key=f"ort_b{batch}"),
         "training curves": plots.training_curves(stages, out_dir / "plot_training.png"),
     }
     if len(stages) >= 2:
@@ -102,8 +112,9 @@ def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     """(Re)write report.md and report.html from run_dir/report.json."""
     run_dir = Path(run_dir)
     report = read_json(run_dir / "report.json")
-    header = ["stage", "top-1 % (Δ)", "params (×)", "MACs (×)", "bytes (×)", "ORT b1 ms (×)", "ORT b64 ms (×)"]
-    table = _markdown_table(header, stage_table(report.get("stages", [])))
+    score = report.get("score", "top1")
+    header = stage_header(score)
+    table = _markdown_table(header, stage_table(report.get("stages", []), score))
     figures = _make_plots(report, run_dir)
     title = report.get("title", run_dir.name)
     deploy = deploy_rows(report.get("deploy", {}))
@@ -118,7 +129,7 @@ def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>Command: <code>{html.escape(report.get('command', ''))}</code></p>",
             "<table border=1 cellpadding=4 style='border-collapse:collapse'>",
             "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
-    for row in stage_table(report.get("stages", [])):
+    for row in stage_table(report.get("stages", []), score):
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
     body.append("</table>")
     if deploy:

@@ -21,9 +21,7 @@ class TrainStep(Step):
     Options = TrainConfig
 
     def run(self, options: TrainConfig, ctx: RunContext, model: nn.Module, step_dir: Path) -> StepOutput:
-        from deepshrink.training import train
-
-        result = train(model, ctx.data, ctx.train_config(options), out_dir=step_dir / "train", resume=True)
+        result = ctx.task.train(model, ctx.data, ctx.train_config(options), out_dir=step_dir / "train")
         return StepOutput(result.model, history=result.history)
 
 
@@ -40,7 +38,5 @@ class EvaluateStep(Step):
     Options = EvaluateOptions
 
     def run(self, options: EvaluateOptions, ctx: RunContext, model: nn.Module, step_dir: Path) -> StepOutput:
-        from deepshrink.metrics import evaluate
-
-        scores = evaluate(model, ctx.data, split=options.split, limit_batches=ctx.limit_batches)
+        scores = ctx.task.evaluate(model, ctx.data, split=options.split, limit_batches=ctx.limit_batches)
         return StepOutput(model, extra={"evaluate": {options.split: scores}})

@@ -62,7 +62,6 @@ class DistillStep(Step):
                 raise ConfigError(f"{source}: distill teacher '{ref.name}': weights file {ref.weights} not found")
 
     def run(self, options: DistillStepOptions, ctx: RunContext, model: nn.Module, step_dir: Path) -> StepOutput:
-        from deepshrink.distillation import distill
         from deepshrink.fileio import write_json
 
         config = DistillConfig.model_validate(options.model_dump(exclude={"teachers", "second"}))
@@ -74,9 +73,12 @@ class DistillStep(Step):
         if config.weights is WeightMode.AUTO:
             allocation = _allocation(teachers, build_teacher(options.second, ctx), ctx, model, config, step_dir)
             config = config.with_updates(weights=KDWeights(**allocation["weights"]))
-        result = distill(model, teachers, ctx.data, config, out_dir=step_dir / "train", resume=True)
-        summary = {"alpha": result.config.weights.alpha, "beta": result.config.weights.beta,
-                   "teacher_weights": list(result.teacher_weights), "allocation": allocation}
+        result = ctx.task.distill(model, teachers, ctx.data, config, out_dir=step_dir / "train")
+        if ctx.task.name == "detection":
+            summary = {"temperature": config.temperature, "losses": "neck imitation + class-logit KD"}
+        else:
+            summary = {"alpha": result.config.weights.alpha, "beta": result.config.weights.beta,
+                       "teacher_weights": list(result.teacher_weights), "allocation": allocation}
         write_json(step_dir / "distill.json", summary)
         return StepOutput(result.model, history=result.history, extra={"distill": summary})
 

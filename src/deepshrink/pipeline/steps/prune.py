@@ -32,7 +32,6 @@ class PruneStep(Step):
     def run(self, options: PruneStepOptions, ctx: RunContext, model: nn.Module, step_dir: Path) -> StepOutput:
         from deepshrink.fileio import write_json
         from deepshrink.pruning import prune
-        from deepshrink.training import train
 
         config = PruneConfig.model_validate(options.model_dump(exclude={"finetune"}))
         finetune_config = ctx.train_config(options.finetune)
@@ -45,7 +44,7 @@ class PruneStep(Step):
                 return pruned
             # One checkpoint directory per fine-tuning round (iterative pruning has several).
             out = step_dir / f"train-{next(rounds)}"
-            result = train(pruned, ctx.data, finetune_config, out_dir=out, resume=True)
+            result = ctx.task.train(pruned, ctx.data, finetune_config, out_dir=out)
             history.extend(result.history)
             return result.model
 
