@@ -7,7 +7,7 @@ refitting each decomposed layer's last factor to the original layer's outputs on
 (`--reconstruct-images 0`: re-estimate BatchNorm on 20 batches instead), then fine-tunes it with
 distillation from the baseline
 for the same budget: `--epochs` epochs of KD (T = 4, 0.1 labels + 0.9 teacher), SGD + Nesterov,
-lr 0.002 with a 0.1-epoch warm-up then cosine, batch 128, random crop + flip, weight decay 1e-4,
+lr 0.005 with a 0.1-epoch warm-up then cosine, batch 128, random crop + flip, weight decay 1e-4,
 channels_last (`deepshrink.lowrank.finetune`). Rows: baseline, tucker-2x, tucker-5x, cp-2x, cp-5x,
 spatial-2x, spatial-5x; each has `top1` after fine-tuning, `top1_decomposed` right after
 decomposition and `top1_start` after the repair (`top1_bn` in rows measured before 2026-12).
@@ -56,7 +56,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--allocation", choices=["uniform", "sensitivity"], default="uniform",
                    help="how the parameter budget is spread over the layers (default uniform)")
     p.add_argument("--calibration-images", type=int, default=64, help="training images for --allocation sensitivity")
-    p.add_argument("--lr", type=float, default=0.002, help="peak fine-tuning learning rate (default 0.002)")
+    p.add_argument("--lr", type=float, default=0.005, help="peak fine-tuning learning rate (default 0.005)")
     p.add_argument("--grad-clip", type=float, default=None,
                    help="gradient-norm clip of the fine-tuning (default: the recovery recipe's)")
     p.add_argument("--mimic", type=float, default=0.0,

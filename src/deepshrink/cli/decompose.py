@@ -63,7 +63,7 @@ def _calibration(data, count: int):
 @click.option("--data", "data_spec", default=None, help="Dataset spec for calibration, fine-tuning and accuracy.")
 @click.option("--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune with distillation after decomposing.")
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size (default 128).")
-@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.002).")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate (default 0.005).")
 @click.option("--mimic", type=float, default=0.0, show_default=True,
               help="Weight of stage-output feature mimicking beside KD while fine-tuning (0: off).")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
