@@ -17,7 +17,7 @@ TRAIN = "{epochs: 1, batch_size: 2, optimizer: adamw, lr: 0.002, limit_batches: 
 
 
 def recipe(yolo_dir: Path, steps: str) -> str:
-    return (f"model: {{name: 'det_fixtures:tiny_fcos', weights: null}}\ndata: yolo:{yolo_dir}\nimage_size: 64\n"
+    return (f"model: {{name: 'det_fixtures:tiny_fcos', weights: null, options: {{neck_width: 16}}}}\ndata: yolo:{yolo_dir}\nimage_size: 64\n"
             f"seed: 0\nsteps:\n{steps}")
 
 

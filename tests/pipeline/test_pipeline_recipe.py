@@ -130,3 +130,18 @@ def test_every_example_recipe_validates(path: Path) -> None:
     recipe = load_recipe(path)
     assert recipe.parsed_steps and recipe.parsed_steps[-1].kind == "export"
     assert task_for(recipe.data).name == ("detection" if path.stem.startswith("detector") else "classification")
+
+
+def test_model_options_build_the_zoo_model_and_bad_ones_fail_before_work(tmp_path: Path) -> None:
+    from deepshrink.fileio import save_safetensors
+    from deepshrink.models import create_model
+    from deepshrink.pipeline.recipe import check_resources
+
+    weights = tmp_path / "narrow.safetensors"
+    save_safetensors(create_model("digits_cnn", width=8).state_dict(), weights)
+    fits = write(tmp_path, VALID.replace("{name: digits_cnn}", f"{{name: digits_cnn, weights: {weights}, options: {{width: 8}}}}"))
+    check_resources(load_recipe(fits), source=str(fits))  # the narrow weights fit the narrow model
+    typo = write(tmp_path, VALID.replace("{name: digits_cnn}", "{name: digits_cnn, options: {widht: 8}}"))
+    with pytest.raises(ConfigError, match=r"field 'model': model 'digits_cnn': bad arguments \['widht'\]"):
+        compress(typo, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -27,6 +27,7 @@ class ModelRef(BaseModel):
 
     name: str = Field(description="zoo name, package.module:factory, or a deepshrink model directory")
     weights: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="build options of a zoo model, e.g. {width_mult: 0.5}")
 
 
 class StepEntry(BaseModel):
@@ -163,6 +164,6 @@ def check_resources(recipe: Recipe, *, source: str) -> None:
     except DeepShrinkError as exc:
         raise ConfigError(f"{source}: field 'data': {exc}") from None
     try:
-        resolve_model(recipe.model.name, weights=recipe.model.weights)
+        resolve_model(recipe.model.name, weights=recipe.model.weights, options=recipe.model.options)
     except DeepShrinkError as exc:
         raise ConfigError(f"{source}: field 'model': {exc}") from None

@@ -90,7 +90,7 @@ def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, s
         data = smoke_data(data, recipe.seed)
     torch.manual_seed(recipe.seed)  # a model trained from scratch starts from the same weights every run
     model = resolve_model(recipe.model.name, weights=recipe.model.weights, num_classes=data.num_classes,
-                          input_size=data.input_size, mean=data.mean, std=data.std)
+                          input_size=data.input_size, mean=data.mean, std=data.std, options=recipe.model.options)
     ctx = RunContext(recipe=recipe, out_dir=out_dir, data=data, baseline=model, smoke=smoke, task=task)
 
     state = _load_state(out_dir, smoke)
