@@ -69,11 +69,14 @@ def train(
     threads = torch.get_num_threads()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    finished = False
     try:
-        return _run(model, data, config, ctx, objective, Callbacks(callbacks), out_dir, resume)
+        result = _run(model, data, config, ctx, objective, Callbacks(callbacks), out_dir, resume)
+        finished = True
+        return result
     finally:
         torch.set_num_threads(threads)
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, finished=finished)
 
 
 def _run(
