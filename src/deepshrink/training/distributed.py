@@ -15,6 +15,7 @@ rank; bit-exact resume is promised for single-process CPU runs."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def teardown(ctx: DistContext, *, finished: bool = False) -> None:
     if ctx.owns_group and dist.is_initialized():
         if finished:
             dist.barrier()
+        gc.collect()  # the DDP wrapper sits in reference cycles: free its reducer while the group lives
         dist.destroy_process_group()
 
 
