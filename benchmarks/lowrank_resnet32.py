@@ -40,6 +40,7 @@ from _common import (
 from deepshrink.data import sample_loader
 from deepshrink.lowrank import decompose
 from deepshrink.lowrank.finetune import finetune, recalibrate_bn_, recovery_config, refit_on_data_
+from deepshrink.training import CHECKPOINT_FILE
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 
@@ -74,8 +75,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile):
-    """Decompose, re-estimate BatchNorm, fine-tune with KD from the baseline; (record, model)."""
+def decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, work: Path):
+    """Decompose, repair the start, fine-tune with KD from the baseline; (record, model). The
+    fine-tuning checkpoints every epoch under `work`/NAME.train, so a killed run resumes mid-row."""
     method, ratio = name.split("-")[0], float(name.split("-")[1].rstrip("x"))
     start = time.perf_counter()
     model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
@@ -89,7 +91,9 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         repair = f"BatchNorm re-estimated on {args.bn_batches} batches"
     repaired = top1(model)
     recipe = recovery_config(**train, mimic=args.mimic)
-    result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0)
+    run_dir = work / f"{name}.train"
+    resumed = (run_dir / CHECKPOINT_FILE).is_file()
+    result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0, out_dir=run_dir, resume=True)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
     measured = profile(model, runtimes=())
     record = row_from_profile(
@@ -97,7 +101,7 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         params_ratio=round(base_profile.params / measured.params, 3), macs_ratio=round(base_profile.macs / measured.macs, 3),
         ranks={e["name"]: e["ranks"] for e in model.deepshrink_spec.transforms[-1]["plan"]["layers"]},
         decompose_s=round(seconds_decompose, 1), minutes=round((time.perf_counter() - start) / 60, 2),
-        grad_clip=recipe.train.grad_clip,
+        grad_clip=recipe.train.grad_clip, resumed=resumed,
         train_loss=result.history[-1].get("train_loss") if result.history else None, train_device=device_name(),
     )
     return record, model
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in rows_wanted:
         record = cache.get(name)
         if record is None:
-            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile)
+            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, cache.folder)
             cache.put(name, record, model)
         records.append(record)
         print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, "
