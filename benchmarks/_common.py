@@ -80,6 +80,10 @@ class RowCache:
     def onnx(self, name: str) -> Path:
         return self.folder / f"{name}.onnx"
 
+    def train_dir(self, name: str) -> Path:
+        """Where the row's training checkpoints every epoch, so a killed row resumes mid-way."""
+        return self.folder / f"{name}.train"
+
     def get(self, name: str) -> dict | None:
         from deepshrink.fileio import read_json
 

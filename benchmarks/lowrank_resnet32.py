@@ -75,9 +75,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, work: Path):
+def decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, run_dir: Path):
     """Decompose, repair the start, fine-tune with KD from the baseline; (record, model). The
-    fine-tuning checkpoints every epoch under `work`/NAME.train, so a killed run resumes mid-row."""
+    fine-tuning checkpoints every epoch in `run_dir`, so a killed run resumes mid-row."""
     method, ratio = name.split("-")[0], float(name.split("-")[1].rstrip("x"))
     start = time.perf_counter()
     model = decompose(baseline, method=method, ratio=ratio, allocation=args.allocation, calibration=calibration)
@@ -91,7 +91,6 @@ def decomposed_row(name, baseline, data, args, train, calibration, top1, base_pr
         repair = f"BatchNorm re-estimated on {args.bn_batches} batches"
     repaired = top1(model)
     recipe = recovery_config(**train, mimic=args.mimic)
-    run_dir = work / f"{name}.train"
     resumed = (run_dir / CHECKPOINT_FILE).is_file()
     result = finetune(model, baseline, data, recipe, reconstruct_images=0, bn_batches=0, out_dir=run_dir, resume=True)
     model = result.model.to("cpu", memory_format=torch.contiguous_format).eval()
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in rows_wanted:
         record = cache.get(name)
         if record is None:
-            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, cache.folder)
+            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, cache.train_dir(name))
             cache.put(name, record, model)
         records.append(record)
         print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, "

@@ -47,7 +47,7 @@ from deepshrink.distillation import RECOVERY_KD, DistillConfig, distill
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.pruning import prune
-from deepshrink.training import TrainConfig, train
+from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
@@ -92,25 +92,27 @@ def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Mo
                           "verified_rel_error": result.report["verification"]["max_relative_error"]}
 
 
-def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1) -> dict:
-    """Prune with our criterion or Torch-Pruning's, fine-tune and score; the record carries the model."""
+def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1, run_dir: Path) -> dict:
+    """Prune with our criterion or Torch-Pruning's, fine-tune and score; the record carries the model.
+    The fine-tuning checkpoints every epoch in `run_dir`, so a killed run resumes mid-row."""
     start = time.perf_counter()
     if name in OURS:
         model, extra = prune_ours(baseline, OURS[name], args, calibration)
     else:
         model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
     pruned_top1 = top1(model)
+    resumed = (run_dir / CHECKPOINT_FILE).is_file()
     if args.kd:  # the teacher is the unpruned model: the pruned one starts close to its function
-        result = distill(model, baseline, data, DistillConfig(**RECOVERY_KD, train=config))
+        result = distill(model, baseline, data, DistillConfig(**RECOVERY_KD, train=config), out_dir=run_dir, resume=True)
     else:
-        result = train(model, data, config)
+        result = train(model, data, config, out_dir=run_dir, resume=True)
     model = result.model.to("cpu").eval()
     measured = profile(model, runtimes=())
     after = top1(model)
     return row_from_profile(
         name, measured, top1=after, method=name, top1_pruned=pruned_top1, delta_top1=round(after - base_top1, 2),
         macs_ratio=round(base_profile.macs / measured.macs, 3), params_ratio=round(base_profile.params / measured.params, 3),
-        minutes=round((time.perf_counter() - start) / 60, 2),
+        minutes=round((time.perf_counter() - start) / 60, 2), resumed=resumed,
         train_loss=result.history[-1].get("train_loss") if result.history else None, train_device=device_name(), **extra,
     ) | {"model": model}
 
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in rows_wanted:
         record = cache.get(name)
         if record is None:
-            record = finetuned_row(name, baseline, args, data, calibration, config, top1, base_profile, base_top1)
+            record = finetuned_row(name, baseline, args, data, calibration, config, top1, base_profile, base_top1,
+                                   cache.train_dir(name))
             cache.put(name, record, record.pop("model"))
         records.append(record)
         print(f"{name:>10}: top-1 {record['top1_pruned']:.2f} % -> {record['top1']:.2f} % after fine-tuning, "
