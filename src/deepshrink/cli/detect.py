@@ -40,12 +40,7 @@ def _model(name: str, weights: str | None, data=None, *, width_mult: float | Non
            depth_mult: float | None = None, input_size=None):
     """A directory written by deepshrink, or a zoo detector built for the data's classes and size."""
     import deepshrink.detection.models  # noqa: F401  (registers fcos_resnet, fcos_mobilenet_v2)
-    from deepshrink.models import (
-        create_model,
-        is_model_dir,
-        load_weights,
-        resolve_model,
-    )
+    from deepshrink.models import create_model, is_model_dir, load_weights, resolve_model
 
     if is_model_dir(Path(name)):
         return resolve_model(name, weights=weights)

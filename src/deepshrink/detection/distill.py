@@ -50,7 +50,8 @@ class DetectionDistillObjective(nn.Module):
         self.student_hooks = FeatureHooks(student, taps)
         self.teacher_hooks = FeatureHooks(teacher, taps)
         self.taps = tuple(taps)
-        probe = example if example is not None else torch.zeros(1, 3, 64, 64)
+        # one forward pass reads the tapped widths the adapters map between
+        probe = example if example is not None else calibration[:1] if calibration is not None else torch.zeros(1, 3, 64, 64)
         with torch.no_grad():
             was_training = student.training
             student.eval()

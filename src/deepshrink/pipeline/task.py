@@ -62,27 +62,9 @@ class DetectionTask:
 
     def check_step(self, kind: str, options: Any) -> None:
         """Before any work: what a detection recipe cannot do yet, named (ConfigError)."""
-        from deepshrink.distillation.config import WeightMode
-
-        refused = {
-            "search": "the architecture search scores classifiers; prune to a budget instead",
-            "decompose": "low-rank recovery fine-tunes with classification KD; decompose without `finetune`"
-            if getattr(options, "finetune", None) is not None else None,
-            "quantize": "QAT trains with cross-entropy; use method: ptq (keep the head predictions in float "
-                        "with keep_float)" if getattr(options, "method", None) is not None and options.method.value == "qat" else None,
-            "export": "ncnn export is verified by top-1; use formats onnx, onnx_int8"
-            if "ncnn" in [f.value for f in getattr(options, "formats", [])] else None,
-        }
-        if refused.get(kind):
-            raise ConfigError(f"detection data: {refused[kind]}")
-        if kind == "distill":
-            if len(options.teachers) != 1:
-                raise ConfigError(f"detection data: a detector distils from one teacher, got {len(options.teachers)}")
-            if [spec.name for spec in options.losses] != ["kd"]:
-                raise ConfigError("detection data: losses: a detector distils by neck imitation + class-logit KD; "
-                                  "the classification losses do not apply (leave `losses` out)")
-            if options.weights is WeightMode.AUTO:
-                raise ConfigError("detection data: weights: auto (seed 001 eq. 7) is for classifiers; leave `weights` out")
+        reason = _detection_refusal(kind, options)
+        if reason:
+            raise ConfigError(f"detection data: {reason}")
 
     def load(self, spec: str, *, seed: int, image_size: int | None) -> Any:
         from deepshrink.detection import load_detection
@@ -131,3 +113,27 @@ def task_for(spec: str) -> ClassificationTask | DetectionTask:
     from deepshrink.detection import is_detection_spec
 
     return DetectionTask() if is_detection_spec(spec) else ClassificationTask()
+
+
+def _detection_refusal(kind: str, options: Any) -> str | None:
+    """Why a detection recipe cannot run this step yet, or None when it can."""
+    from deepshrink.distillation.config import WeightMode
+
+    if kind == "search":
+        return "the architecture search scores classifiers; prune to a budget instead"
+    if kind == "decompose" and options.finetune is not None:
+        return "low-rank recovery fine-tunes with classification KD; decompose without `finetune`"
+    if kind == "quantize" and options.method.value == "qat":
+        return "QAT trains with cross-entropy; use method: ptq (keep the head predictions in float with keep_float)"
+    if kind == "export" and any(fmt.value == "ncnn" for fmt in options.formats):
+        return "ncnn export is verified by top-1; use formats onnx, onnx_int8"
+    if kind != "distill":
+        return None
+    if len(options.teachers) != 1:
+        return f"a detector distils from one teacher, got {len(options.teachers)}"
+    if [spec.name for spec in options.losses] != ["kd"]:
+        return ("losses: a detector distils by neck imitation + class-logit KD; the classification losses do not "
+                "apply (leave `losses` out)")
+    if options.weights is WeightMode.AUTO:
+        return "weights: auto (seed 001 eq. 7) is for classifiers; leave `weights` out"
+    return None
