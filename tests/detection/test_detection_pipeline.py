@@ -48,6 +48,7 @@ def test_detector_recipe_runs_prune_distill_quantize_export(yolo_dir, tmp_path, 
 
 @pytest.mark.parametrize(("step", "message"), [
     ("  - search: {budget: {metric: macs, keep: 0.5}}", "detection data: the architecture search scores classifiers"),
+    ("  - prune: {budget: {keep: 0.5}, sensitivity: {}}", "detection data: the sensitivity curves score top-1"),
     ("  - quantize: {method: qat, bits: 8}", "detection data: QAT trains with cross-entropy; use method: ptq"),
     ("  - export: {formats: [ncnn]}", "detection data: ncnn export is verified by top-1"),
     ("  - distill: {teachers: [{name: input}], losses: [kd, at]}", "losses: a detector distils by neck imitation"),

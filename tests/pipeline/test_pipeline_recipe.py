@@ -46,6 +46,10 @@ def test_valid_recipe_parses_with_typed_steps(tmp_path: Path) -> None:
         ("train: {epochs: 1}", "train: {epochs: many}", "recipe.yaml:5: step 1 'train': invalid TrainConfig: epochs"),
         ("{method: ptq, bits: 8}", "{method: gptq, bits: 8}", "recipe.yaml:7: step 3 'quantize': invalid QuantizeConfig: method: Input should be 'ptq' or 'qat', got 'gptq'"),
         ("data: digits\n", "data: digits\nseeed: 1\n", "recipe.yaml:4: unknown field 'seeed' (did you mean: seed?)"),
+        ("{criterion: fpgm, ratio: 0.5}", "{criterion: fpgm, ratio: 0.5, budget: {keep: 0.5}, sensitivity: {}}",
+         "recipe.yaml:6: step 2 'prune': sensitivity sets the per-group ratios itself: leave ratio, ratios and policy out"),
+        ("{criterion: fpgm, ratio: 0.5}", "{criterion: fpgm, sensitivity: {}}",
+         "sensitivity needs exactly one of budget (allocate within it) and sensitivity.max_drop"),
         ("  - export: {}", "  - distill: {temperature: 4}", "recipe.yaml:8: step 4 'distill': invalid DistillStepOptions: teachers: Field required"),
     ],
 )

@@ -116,11 +116,15 @@ steps:
   - train: {TRAIN}
   - decompose: {{method: tucker, ratio: 1.5, exclude: [], finetune: {TRAIN}}}
   - search: {{budget: {{metric: macs, keep: 0.7}}, protect_ends: false, round_to: 4}}
+  - prune: {{budget: {{keep: 0.8}}, sensitivity: {{ratios: [0.5]}}, protect_ends: false, round_to: 4}}
   - evaluate: {{split: val}}
 """)
     report = compress(recipe, out=tmp_path / "run", smoke=True)
     assert report["smoke"] is True
-    trained, decomposed, searched = (report["stages"][i] for i in (1, 2, 3))
+    trained, decomposed, searched, pruned = (report["stages"][i] for i in (1, 2, 3, 4))
     assert decomposed["params"] < trained["params"]
     assert searched["macs"] <= 0.7 * decomposed["macs"] * 1.02
-    assert "val" in report["steps"][3]["evaluate"]
+    assert pruned["macs"] <= 0.8 * searched["macs"]  # per-group ratios from the measured curves
+    curves = json.loads((tmp_path / "run" / "steps" / "04-prune" / "sensitivity.json").read_text())
+    assert curves["ratios"] == [0.5] and curves["curves"]
+    assert "val" in report["steps"][4]["evaluate"]

@@ -53,6 +53,21 @@ def test_budget_flag(tmp_path) -> None:
     assert 0.55 <= metrics["macs"]["after"] / metrics["macs"]["before"] <= 0.6
 
 
+def test_sensitivity_curves_set_the_ratios_within_the_budget(tmp_path) -> None:
+    out = tmp_path / "out"
+    code = main(["prune", "--model", "digits_cnn", "--data", "digits", "--sensitivity", "--macs-budget", "0.6",
+                 "--round-to", "4", "--no-protect-ends", "--sensitivity-batches", "1", "--limit-batches", "1",
+                 "--out", str(out)])
+    assert code == 0
+    curves = json.loads((out / "sensitivity.json").read_text())
+    assert curves["ratios"] == [0.25, 0.5, 0.75] and curves["curves"]
+    assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((out / "prune_config.json").read_text())
+    assert set(config["ratios"]) == set(curves["curves"]) and config["budget"] is None
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["macs"]["after"] / metrics["macs"]["before"] <= 0.6
+
+
 def test_errors_are_one_line(tmp_path, capsys) -> None:
     cases = [
         (["--ratio", "1.5"], "PruneConfig field 'ratio': Input should be less than 1"),
@@ -61,6 +76,10 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
         (["--finetune-epochs", "2"], "--finetune-epochs and --steps need --data"),
         (["--criterion", "hrank"], "criterion 'hrank' needs calibration data"),
         (["--macs-budget", "0.5", "--params-budget", "0.5"], "at most one of --macs-budget and --params-budget"),
+        (["--sensitivity", "--macs-budget", "0.5"], "--sensitivity needs --data"),
+        (["--sensitivity", "--data", "digits"], "--sensitivity needs exactly one of --macs-budget/--params-budget"),
+        (["--sensitivity", "--data", "digits", "--max-drop", "1", "--ratio", "0.3"], "--ratio conflicts with --sensitivity"),
+        (["--max-drop", "1"], "--max-drop needs --sensitivity"),
     ]
     for args, message in cases:
         code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])

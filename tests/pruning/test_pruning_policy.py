@@ -121,3 +121,12 @@ def test_budget_refines_past_rounding_jumps(x32) -> None:
     fraction = result.report["macs"]["after"] / result.report["macs"]["before"]
     assert 0.52 <= fraction <= 0.6
     assert all(g["kept"] % 8 == 0 for g in result.report["groups"])
+
+
+def test_fixed_ratios_already_within_budget_are_kept(x32) -> None:
+    # Before the fix, meeting the budget with the per-layer ratios alone pruned nothing at all.
+    ratios = {"layer3.0.conv1": 0.5}
+    plain = prune(TinyResNetA(1).eval(), x32, ratio=0.0, ratios=ratios, round_to=1, protect_ends=False)
+    budgeted = prune(TinyResNetA(1).eval(), x32, ratio=0.0, ratios=ratios, round_to=1, protect_ends=False,
+                     budget={"keep": 0.99})
+    assert budgeted.report["macs"]["after"] == plain.report["macs"]["after"] < plain.report["macs"]["before"]

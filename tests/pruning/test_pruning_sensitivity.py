@@ -7,8 +7,17 @@ import pytest
 import torch
 from pruning_models import TinyResNetA
 
-from deepshrink.errors import ConfigError
-from deepshrink.pruning import plot_sensitivity, propose_ratios, prune, sensitivity, validation_score
+from deepshrink.errors import BudgetError, ConfigError
+from deepshrink.pruning import (
+    Sensitivity,
+    allocate_ratios,
+    plot_sensitivity,
+    propose_ratios,
+    prune,
+    sensitivity,
+    validation_score,
+)
+from deepshrink.pruning.sensitivity import predicted_drop
 
 
 def _agreement(reference: torch.nn.Module, x: torch.Tensor):
@@ -53,3 +62,44 @@ def test_bad_ratios_are_an_error(x32) -> None:
     model = TinyResNetA(1)
     with pytest.raises(ConfigError, match=r"sensitivity ratios must lie in \(0, 1\)"):
         sensitivity(model, lambda m: 0.0, x32, ratios=(0.5, 1.0))
+
+
+def _synthetic(model, x, flat: set[str]) -> Sensitivity:
+    """Curves without measuring: the `flat` groups lose nothing, the others 10 points per 0.25."""
+    groups = sensitivity(model, lambda m: 0.0, x, ratios=(0.5,), protect_ends=False).curves
+    curves = {name: [90.0, 90.0, 90.0] if name in flat else [80.0, 70.0, 60.0] for name in groups}
+    return Sensitivity(baseline=90.0, ratios=[0.25, 0.5, 0.75], curves=curves)
+
+
+def test_allocation_meets_the_budget_pruning_the_insensitive_groups_first(x32) -> None:
+    model = TinyResNetA(1).eval()
+    flat = {"layer2.0.conv1", "layer3.0.conv1"}
+    result = _synthetic(model, x32, flat)
+    light = allocate_ratios(model, result, {"keep": 0.7}, x32, protect_ends=False)
+    assert set(light) == set(result.curves)
+    assert all(light[name] == 0.0 for name in set(light) - flat) and any(light[name] > 0 for name in flat)
+    ratios = allocate_ratios(model, result, {"keep": 0.5}, x32, protect_ends=False)
+    assert all(ratios[name] == 0.75 for name in flat)  # free: taken up to the largest measured ratio first
+    assert any(ratios[name] > 0 for name in set(ratios) - flat)
+    for keep, chosen in ((0.7, light), (0.5, ratios)):
+        pruned = prune(model, x32, ratio=0.0, ratios=chosen, protect_ends=False)
+        kept = {g["name"]: g["kept"] / g["units"] for g in pruned.report["groups"]}
+        assert all(kept[name] == pytest.approx(1 - ratio) for name, ratio in chosen.items())  # the same rounding
+        assert pruned.report["macs"]["after"] / pruned.report["macs"]["before"] <= keep
+
+
+def test_allocation_errors(x32) -> None:
+    model = TinyResNetA(1).eval()
+    result = _synthetic(model, x32, set())
+    with pytest.raises(BudgetError, match=r"cannot reach 0.010 of the original macs within the measured ratios"):
+        allocate_ratios(model, result, {"keep": 0.01}, x32, protect_ends=False)
+    with pytest.raises(ConfigError, match="no prunable group of this model has a sensitivity curve"):
+        allocate_ratios(model, Sensitivity(baseline=1.0, ratios=[0.5], curves={"nowhere": [0.0]}), {"keep": 0.5}, x32)
+
+
+def test_predicted_drop_interpolates_and_ignores_noise() -> None:
+    result = Sensitivity(baseline=90.0, ratios=[0.25, 0.5, 0.75], curves={"g": [91.0, 86.0, 87.0]})
+    assert predicted_drop(result, "g", 0.0) == 0.0
+    assert predicted_drop(result, "g", 0.25) == 0.0  # above the baseline: no loss, not a gain
+    assert predicted_drop(result, "g", 0.375) == pytest.approx(2.0)
+    assert predicted_drop(result, "g", 0.75) == pytest.approx(4.0)  # the recovery at 0.75 is noise

@@ -67,12 +67,19 @@ def _calibration(data, count: int) -> list:
 @click.option("--batch-size", type=int, default=None, help="Fine-tuning batch size.")
 @click.option("--lr", type=float, default=None, help="Fine-tuning learning rate.")
 @click.option("--limit-batches", type=int, default=None, help="Cap batches per epoch and for evaluation (smoke runs).")
+@click.option("--sensitivity", "use_sensitivity", is_flag=True,
+              help="Measure each group's accuracy-vs-ratio curve on the validation split (OUT/sensitivity.json, .png) "
+                   "and take per-group ratios from it: the least predicted loss within --macs-budget/--params-budget, "
+                   "or the largest ratio losing at most --max-drop points. Needs --data.")
+@click.option("--max-drop", type=float, default=None, help="With --sensitivity and no budget: points each group may lose.")
+@click.option("--sensitivity-batches", type=int, default=8, show_default=True,
+              help="Validation batches (of 256) scored per point of the curves.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="YAML/JSON with PruneConfig fields; flags override it.")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the pruned model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batch_size, lr, limit_batches, export_onnx,
-                  out, **options) -> None:
+                  out, use_sensitivity, max_drop, sensitivity_batches, **options) -> None:
     """Prune channels (verified surgery) and save the smaller model with its plan.
 
     Example: deepshrink prune --model resnet32 --weights ../shared/weights/cifar10-jpeg/resnet32.pth
@@ -85,6 +92,10 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batc
     config = _config(options)
     if (finetune_epochs or config.schedule.kind == "iterative") and not data_spec:
         raise ConfigError("--finetune-epochs and --steps need --data to train on")
+    if use_sensitivity:
+        _check_sensitivity_flags(config, options, data_spec, max_drop, sensitivity_batches)
+    elif max_drop is not None:
+        raise ConfigError("--max-drop needs --sensitivity")
     out_dir = Path(out)
     data = None
     if data_spec:
@@ -94,6 +105,9 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batc
     model = build_model(model_name, weights, data)
     write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
     calibration = _calibration(data, config.advanced.calibration_batches) if data is not None else None
+    if use_sensitivity:
+        config = _sensitivity_config(model, data, config, calibration, out_dir, max_drop, sensitivity_batches)
+        write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
     teacher = model if distill else None
     finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches, teacher) if finetune_epochs else None
     result = prune(model, config=config, data=calibration, finetune=finetune)
@@ -116,6 +130,35 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batc
         "ratio": result.report["ratio"],
     })
     console.print(f"wrote {out_dir}")
+
+
+def _check_sensitivity_flags(config, options: dict[str, Any], data_spec: str | None, max_drop: float | None,
+                             batches: int) -> None:
+    """Before any work: --sensitivity needs data, one way to turn curves into ratios, and no ratio of its own."""
+    if not data_spec:
+        raise ConfigError("--sensitivity needs --data (the curves are measured on its validation split)")
+    if (config.budget is None) == (max_drop is None):
+        raise ConfigError("--sensitivity needs exactly one of --macs-budget/--params-budget (allocate within it) "
+                          "and --max-drop (the loss each group may have)")
+    if max_drop is not None and max_drop < 0:
+        raise ConfigError(f"--max-drop must be >= 0 points, got {max_drop}")
+    if batches < 1:
+        raise ConfigError(f"--sensitivity-batches must be >= 1, got {batches}")
+    for flag, value in (("--ratio", options["ratio"]), ("--policy", options["policy"])):
+        if value is not None:
+            raise ConfigError(f"{flag} conflicts with --sensitivity: the per-group ratios come from the curves")
+
+
+def _sensitivity_config(model, data, config, calibration, out_dir: Path, max_drop: float | None, batches: int):
+    """Measure the curves (written and plotted into OUT), then the config pruning by their ratios."""
+    from deepshrink.fileio import write_json
+    from deepshrink.pruning import plot_sensitivity, sensitivity_config
+
+    console.print("measuring per-group sensitivity on the validation split ...")
+    result, config = sensitivity_config(model, data, config, calibration=calibration, max_drop=max_drop, batches=batches)
+    write_json(out_dir / "sensitivity.json", result.as_dict())
+    plot_sensitivity(result, out_dir / "sensitivity.png")
+    return config
 
 
 def _finetuner(data, epochs: int, batch_size: int | None, lr: float | None, limit_batches: int | None,

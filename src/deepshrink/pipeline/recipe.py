@@ -65,13 +65,16 @@ def _format_error(source: str, lines: dict, loc: tuple, message: str) -> str:
 
 
 def _field_message(error: dict, model: type[BaseModel] | None) -> str:
-    field = ".".join(str(p) for p in error["loc"]) or "(value)"
+    field = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden" and model is not None:
         allowed = ", ".join(model.model_fields)
         return f"unknown field '{field}'{close_matches(str(error['loc'][-1]), model.model_fields)}; allowed fields: {allowed}"
     if error["type"] == "missing":
         return f"missing required field '{field}'"
-    return f"field '{field}': {error['msg']} (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    if not field:  # a check across fields: its message names them
+        return message
+    return f"field '{field}': {message} (got {error.get('input')!r})"
 
 
 def parse_recipe(data: Any, *, source: str = "<recipe>", lines: dict | None = None, base_dir: Path | None = None) -> Recipe:

@@ -121,6 +121,8 @@ def _detection_refusal(kind: str, options: Any) -> str | None:
 
     if kind == "search":
         return "the architecture search scores classifiers; prune to a budget instead"
+    if kind == "prune" and options.sensitivity is not None:
+        return "the sensitivity curves score top-1; prune to a budget without `sensitivity`"
     if kind == "decompose" and options.finetune is not None:
         return "low-rank recovery fine-tunes with classification KD; decompose without `finetune`"
     if kind == "quantize" and options.method.value == "qat":

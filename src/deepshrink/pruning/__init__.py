@@ -24,7 +24,15 @@ from deepshrink.pruning.importance import CRITERIA, ScoringContext
 from deepshrink.pruning.layer_ops import LayerOp, register_layer
 from deepshrink.pruning.plan import apply_plan, compose_plans, make_plan
 from deepshrink.pruning.selection import LayerSelection
-from deepshrink.pruning.sensitivity import Sensitivity, plot_sensitivity, propose_ratios, sensitivity, validation_score
+from deepshrink.pruning.sensitivity import (
+    Sensitivity,
+    allocate_ratios,
+    plot_sensitivity,
+    propose_ratios,
+    sensitivity,
+    sensitivity_config,
+    validation_score,
+)
 from deepshrink.pruning.shape_ops import register_channel_pad
 from deepshrink.pruning.unstructured import GradualPruning, SparsityResult, sparsify, sparsity_masks, storage_report
 from deepshrink.pruning.verify import verify_surgery
@@ -37,6 +45,8 @@ __all__ = [
     "make_plan",
     "plot_sensitivity",
     "propose_ratios",
+    "allocate_ratios",
+    "sensitivity_config",
     "prune",
     "register_channel_pad",
     "register_layer",

@@ -99,7 +99,7 @@ def meet_budget(budget: Budget, meter: BudgetMeter, choose_at: Callable[[float],
 
     fraction = meter.fraction
     if fraction(choose_at(0.0)) <= keep:
-        return {}
+        return choose_at(0.0)  # the fixed per-layer ratios alone are within budget: keep them
     floor = fraction(choose_at(max_ratio))
     if floor > keep:
         raise BudgetError(f"cannot reach {keep:.3f} of the original {budget.metric.value}: pruning keeps at least "

@@ -89,6 +89,18 @@ class PruneConfig(BaseModel):
         return value
 
 
+class SensitivityOptions(BaseModel):
+    """Per-group ratios from accuracy-vs-ratio curves measured on the validation split: the least
+    predicted loss within the budget, or without one each group's largest ratio losing at most
+    `max_drop` points."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_drop: float | None = Field(default=None, ge=0.0, description="without a budget: points each group may lose")
+    batches: int = Field(default=8, ge=1, description="validation batches (of 256) scored per point of a curve")
+    ratios: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
+                                                                  min_length=1)
+
+
 class Scope(str, Enum):
     LAYER = "layer"  # each layer reaches the sparsity
     GLOBAL = "global"  # one magnitude threshold over all selected layers

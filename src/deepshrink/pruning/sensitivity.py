@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch.nn as nn
 
-from deepshrink.errors import ConfigError
+from deepshrink.errors import BudgetError, ConfigError
 from deepshrink.fileio import atomic_write_bytes
 from deepshrink.pruning import primitives
 from deepshrink.pruning.api import graph_for, scores_for
-from deepshrink.pruning.config import PruneConfig, parse_config
+from deepshrink.pruning.budget import BudgetMeter
+from deepshrink.pruning.config import Budget, Policy, PruneConfig, parse_config
 from deepshrink.pruning.importance import Batches
 from deepshrink.pruning.plan import apply_plan, make_plan
 from deepshrink.pruning.policy import lowest_units
@@ -80,6 +82,83 @@ def propose_ratios(result: Sensitivity, max_drop: float = 1.0) -> dict[str, floa
         ok = [r for r, acc in zip(result.ratios, curve) if result.baseline - acc <= max_drop]
         proposal[name] = max(ok, default=0.0)
     return proposal
+
+
+def predicted_drop(result: Sensitivity, group: str, ratio: float) -> float:
+    """Accuracy lost (points) when only `group` loses `ratio` of its channels: the measured curve
+    interpolated linearly from (0, no loss), made non-decreasing so measurement noise never
+    rewards pruning more."""
+    drops = np.maximum.accumulate(np.maximum(0.0, result.baseline - np.asarray(result.curves[group], dtype=float)))
+    return float(np.interp(ratio, [0.0, *result.ratios], [0.0, *drops]))
+
+
+def allocate_ratios(model: nn.Module, result: Sensitivity, budget: Budget | dict, example_inputs=None, *,
+                    config: PruneConfig | dict | None = None, data: Batches | None = None,
+                    **options: Any) -> dict[str, float]:
+    """Per-group ratios meeting `budget` (keep at most that fraction of the MACs or parameters)
+    with the least predicted accuracy loss, usable as `PruneConfig.ratios` with `ratio=0`.
+
+    Greedy on the sensitivity curves, assuming (as the classic sensitivity pruners do) that the
+    loss of several pruned groups is the sum of each group's own loss. Each step lowers one
+    group's kept count to the next multiple of `round_to` (removing its lowest-scored channels,
+    as `prune` will): the group losing the least accuracy per fraction of the metric saved.
+    Ratios never exceed the largest measured one."""
+    cfg = parse_config(PruneConfig, config, **options)
+    budget = Budget.model_validate(budget) if isinstance(budget, dict) else budget
+    inputs = example_inputs_for(model, example_inputs)
+    graph = graph_for(model, inputs, cfg)
+    scores = scores_for(graph, cfg, data)
+    meter = BudgetMeter(graph, inputs, budget.metric)
+    multiple = cfg.round_to
+    groups = {g.name: g.size for g in graph.groups
+              if g.name in result.curves and scores.get(g.name) is not None and g.size > multiple}
+    if not groups:
+        raise ConfigError("allocate_ratios: no prunable group of this model has a sensitivity curve (all protected, or "
+                          "smaller than one multiple of round_to?)")
+    kept = dict(groups)  # kept channels per group: the size, then multiples of `multiple`
+
+    def removal(counts: dict[str, int]) -> dict[str, list[int]]:
+        return {name: lowest_units(scores[name], groups[name] - n) for name, n in counts.items() if n < groups[name]}
+
+    now = meter.fraction({})
+    while now > budget.keep:
+        best = None
+        for name, size in groups.items():
+            fewer = (kept[name] - 1) // multiple * multiple
+            if fewer < multiple or 1 - fewer / size > max(result.ratios) + 1e-9:
+                continue  # keeps at least one multiple; no extrapolation past the measured ratios
+            trial = dict(kept, **{name: fewer})
+            saving = now - meter.fraction(removal(trial))
+            if saving <= 0:
+                continue
+            loss = predicted_drop(result, name, 1 - fewer / size) - predicted_drop(result, name, 1 - kept[name] / size)
+            cost = (loss + 1e-6) / saving  # equal losses: the larger saving first
+            if best is None or cost < best[0]:
+                best = (cost, trial, now - saving)
+        if best is None:
+            raise BudgetError(f"cannot reach {budget.keep:.3f} of the original {budget.metric.value} within the "
+                              f"measured ratios (at most {max(result.ratios)}): {now:.3f} is the least")
+        _, kept, now = best
+    return {name: 1 - kept[name] / size for name, size in groups.items()}
+
+
+def sensitivity_config(model: nn.Module, data: Any, config: PruneConfig, *, calibration: Batches | None = None,
+                       max_drop: float | None = None, batches: int = 8,
+                       ratios: Sequence[float] = (0.25, 0.5, 0.75)) -> tuple[Sensitivity, PruneConfig]:
+    """Measure every group's curve on `batches` batches of the validation split of `data`, then the
+    config that prunes by them: the least predicted loss within `config.budget` (`allocate_ratios`),
+    or, without a budget, each group's largest ratio losing at most `max_drop` points."""
+    if (config.budget is None) == (max_drop is None):
+        raise ConfigError("sensitivity: give exactly one of a budget (allocate within it) and max_drop "
+                          "(the points each group may lose)")
+    measure = config.model_copy(update={"budget": None})
+    result = sensitivity(model, validation_score(data, limit_batches=batches), ratios=ratios, config=measure,
+                         data=calibration)
+    if config.budget is not None:
+        chosen = allocate_ratios(model, result, config.budget, config=measure, data=calibration)
+    else:
+        chosen = propose_ratios(result, max_drop=max_drop)
+    return result, config.model_copy(update={"ratios": chosen, "ratio": 0.0, "budget": None, "policy": Policy.UNIFORM})
 
 
 def plot_sensitivity(result: Sensitivity, path: str | os.PathLike, *, title: str = "Pruning sensitivity") -> Path:

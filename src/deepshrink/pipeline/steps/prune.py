@@ -6,15 +6,27 @@ import itertools
 from pathlib import Path
 
 import torch.nn as nn
+from pydantic import model_validator
 
 from deepshrink.pipeline.context import RunContext
 from deepshrink.pipeline.steps.base import Step, StepOutput, register_step
-from deepshrink.pruning.config import PruneConfig
+from deepshrink.pruning.config import Policy, PruneConfig, SensitivityOptions
 from deepshrink.training import TrainConfig
 
 
 class PruneStepOptions(PruneConfig):
     finetune: TrainConfig | None = None
+    sensitivity: SensitivityOptions | None = None
+
+    @model_validator(mode="after")
+    def _sensitivity_sets_the_ratios(self) -> PruneStepOptions:
+        if self.sensitivity is None:
+            return self
+        if (self.budget is None) == (self.sensitivity.max_drop is None):
+            raise ValueError("sensitivity needs exactly one of budget (allocate within it) and sensitivity.max_drop")
+        if "ratio" in self.model_fields_set or self.ratios or self.policy is not Policy.UNIFORM:
+            raise ValueError("sensitivity sets the per-group ratios itself: leave ratio, ratios and policy out")
+        return self
 
 
 def train_batches(ctx: RunContext, count: int, batch_size: int = 64) -> list:
@@ -33,7 +45,7 @@ class PruneStep(Step):
         from deepshrink.fileio import write_json
         from deepshrink.pruning import prune
 
-        config = PruneConfig.model_validate(options.model_dump(exclude={"finetune"}))
+        config = PruneConfig.model_validate(options.model_dump(exclude={"finetune", "sensitivity"}))
         finetune_config = ctx.train_config(options.finetune)
 
         history: list[dict] = []
@@ -49,9 +61,24 @@ class PruneStep(Step):
             return result.model
 
         batches = train_batches(ctx, config.advanced.calibration_batches)
+        if options.sensitivity is not None:
+            config = _sensitivity_config(options.sensitivity, ctx, model, config, batches, step_dir)
         result = prune(model, config=config, data=batches, finetune=finetune)
         write_json(step_dir / "plan.json", result.plan)
         return StepOutput(result.model, history=history, extra={"prune": _summary(result.report)})
+
+
+def _sensitivity_config(options: SensitivityOptions, ctx: RunContext, model: nn.Module, config: PruneConfig,
+                        calibration: list, step_dir: Path) -> PruneConfig:
+    """Measure the curves (sensitivity.json and .png in the step directory), then prune by them."""
+    from deepshrink.fileio import write_json
+    from deepshrink.pruning import plot_sensitivity, sensitivity_config
+
+    result, config = sensitivity_config(model, ctx.data, config, calibration=calibration, max_drop=options.max_drop,
+                                        batches=1 if ctx.smoke else options.batches, ratios=options.ratios)
+    write_json(step_dir / "sensitivity.json", result.as_dict())
+    plot_sensitivity(result, step_dir / "sensitivity.png")
+    return config
 
 
 def _summary(report: dict) -> dict:
