@@ -1,7 +1,7 @@
 """Structured pruning of ResNet-56 on the CIFAR-10 JPEG copy at about 2x fewer MACs (issue 3).
 
 The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
-bn) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+bn; fpgm-sens: FPGM with per-group ratios allocated from measured sensitivity curves) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
@@ -46,12 +46,13 @@ from deepshrink.data import sample_loader
 from deepshrink.distillation import RECOVERY_KD, DistillConfig, distill
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
-from deepshrink.pruning import prune
+from deepshrink.pruning import PruneConfig, prune, sensitivity_config
 from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
-OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale"}
+OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm"}
+SENSITIVITY_ROWS = {"fpgm-sens"}  # per-group ratios from measured sensitivity curves, within the same MACs budget
 TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
 ROWS = (*OURS, *TP_ROWS)
 FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
@@ -75,6 +76,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="fine-tune with Hinton KD from the unpruned baseline (T 4, 0.1 labels + 0.9 teacher) "
                         "instead of cross-entropy alone; same optimiser, schedule and epochs")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
+    p.add_argument("--sensitivity-batches", type=int, default=4,
+                   help="*-sens rows: validation batches of 256 scored per point of each group's curve")
     add_io_args(p)
     add_budget_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -84,12 +87,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def prune_ours(baseline, criterion: str, args, calibration) -> tuple[torch.nn.Module, dict]:
+def prune_ours(baseline, name: str, args, data, calibration) -> tuple[torch.nn.Module, dict]:
     scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
     target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
-    result = prune(baseline, criterion=criterion, data=calibration, aggregate=args.aggregate, **target, **scope)
+    config = PruneConfig(criterion=OURS[name], aggregate=args.aggregate, **target, **scope)
+    extra = {}
+    if name in SENSITIVITY_ROWS:
+        if config.budget is None:
+            raise SystemExit(f"{name}: the sensitivity allocation needs the MACs budget (--macs-keep), not --ratio")
+        start = time.perf_counter()
+        curves, config = sensitivity_config(baseline, data, config, calibration=calibration,
+                                            batches=1 if args.quick else args.sensitivity_batches)
+        extra = {"sensitivity_minutes": round((time.perf_counter() - start) / 60, 2),
+                 "group_ratios": {k: round(v, 3) for k, v in config.ratios.items()}}
+    result = prune(baseline, config=config, data=calibration)
     return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": args.aggregate,
-                          "verified_rel_error": result.report["verification"]["max_relative_error"]}
+                          "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
 
 
 def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1, run_dir: Path) -> dict:
@@ -97,7 +110,7 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
     The fine-tuning checkpoints every epoch in `run_dir`, so a killed run resumes mid-row."""
     start = time.perf_counter()
     if name in OURS:
-        model, extra = prune_ours(baseline, OURS[name], args, calibration)
+        model, extra = prune_ours(baseline, name, args, data, calibration)
     else:
         model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
     pruned_top1 = top1(model)
