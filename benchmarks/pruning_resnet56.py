@@ -75,6 +75,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kd", action="store_true",
                    help="fine-tune with Hinton KD from the unpruned baseline (T 4, 0.1 labels + 0.9 teacher) "
                         "instead of cross-entropy alone; same optimiser, schedule and epochs")
+    p.add_argument("--mimic", type=float, default=0.0,
+                   help="with --kd: weight of stage-output feature mimicking (the `mimic` loss) beside KD (default 0: off)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
     p.add_argument("--sensitivity-batches", type=int, default=4,
                    help="*-sens rows: validation batches of 256 scored per point of each group's curve")
@@ -116,7 +118,9 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
     pruned_top1 = top1(model)
     resumed = (run_dir / CHECKPOINT_FILE).is_file()
     if args.kd:  # the teacher is the unpruned model: the pruned one starts close to its function
-        result = distill(model, baseline, data, DistillConfig(**RECOVERY_KD, train=config), out_dir=run_dir, resume=True)
+        losses = [*RECOVERY_KD["losses"], *([{"name": "mimic", "weight": args.mimic}] if args.mimic else [])]
+        recipe = DistillConfig(**{**RECOVERY_KD, "losses": losses}, train=config)
+        result = distill(model, baseline, data, recipe, out_dir=run_dir, resume=True)
     else:
         result = train(model, data, config, out_dir=run_dir, resume=True)
     model = result.model.to("cpu").eval()
@@ -132,6 +136,8 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.mimic and not args.kd:
+        raise SystemExit("--mimic needs --kd (it is a term of the distillation loss)")
     apply_threads(args.threads)
     rows_wanted = row_names(args.rows, ROWS)
     data, scored = cifar10_jpeg(args)
@@ -168,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     budget = {"finetune_epochs": config.epochs, "limit_batches": config.limit_batches, "lr": args.lr,
               "recipe": ("KD from the baseline, T 4, 0.1 labels + 0.9 teacher" if args.kd else "cross-entropy")
+              + (f" + stage-output mimic x{args.mimic}" if args.kd and args.mimic else "")
               + ", SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
               "macs_keep": args.macs_keep if args.ratio is None else None, "ratio": args.ratio, "scope": args.scope, "aggregate": args.aggregate, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
