@@ -58,20 +58,34 @@ def sensitivity(model: nn.Module, score: ScoreFn, example_inputs=None, *, ratios
     scores = scores_for(graph, cfg, data)
     chosen = [graph.group(name) for name in groups] if groups else graph.groups
     result = Sensitivity(baseline=float(score(model)), ratios=sorted(float(r) for r in ratios))
-    for group in chosen:
-        if scores.get(group.name) is None:
-            continue
-        curve = []
-        for ratio in result.ratios:
-            keep = primitives.kept_count(group.size, ratio, 1)
-            if keep == group.size:
-                curve.append(result.baseline)
+    with _progress() as progress:
+        task = progress.add_task("sensitivity", total=len(chosen) * len(result.ratios))
+        for group in chosen:
+            if scores.get(group.name) is None:
+                progress.advance(task, len(result.ratios))
                 continue
-            plan = make_plan(graph, {group.name: lowest_units(scores[group.name], group.size - keep)})
-            curve.append(float(score(apply_plan(model, plan))))
-        result.curves[group.name] = curve
-        result.sizes[group.name] = group.size
+            curve = []
+            for ratio in result.ratios:
+                keep = primitives.kept_count(group.size, ratio, 1)
+                if keep == group.size:
+                    curve.append(result.baseline)
+                else:
+                    plan = make_plan(graph, {group.name: lowest_units(scores[group.name], group.size - keep)})
+                    curve.append(float(score(apply_plan(model, plan))))
+                progress.update(task, advance=1, description=f"sensitivity {group.name}")
+            result.curves[group.name] = curve
+            result.sizes[group.name] = group.size
     return result
+
+
+def _progress():
+    """One bar over every (group, ratio) pair, with an ETA; drawn on a terminal only (stderr)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 def propose_ratios(result: Sensitivity, max_drop: float = 1.0) -> dict[str, float]:
