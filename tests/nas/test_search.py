@@ -58,7 +58,7 @@ def result(model, data, tmp_path_factory):
 def test_search_respects_the_macs_budget_and_beats_uniform(model, data, result) -> None:
     base = result.unpruned["macs"]
     limit = 0.5 * base
-    assert result.budget == {"metric": "macs", "keep": 0.5, "baseline": base, "limit": limit}
+    assert result.budget == {"metric": "macs", "keep": 0.5, "baseline": base, "limit": limit, "limits": {}}
     assert result.chosen["feasible"] and result.chosen["macs"] <= limit
     # An independent count (PyTorch's flop counter) on the model handed back agrees.
     assert macs(result.model, (3, 16, 16))[0] == result.chosen["macs"] <= limit
@@ -154,6 +154,21 @@ def test_unreachable_budget_says_what_is_reachable(model, data) -> None:
     assert f"Ask for keep >= {fraction:.3f}" in message
 
 
+def test_further_limits_hold_for_every_feasible_candidate(model, data) -> None:
+    result = search(model, data, dict(CONFIG, budget="params:0.6", limits=["macs:0.4"]))
+    base = result.unpruned
+    limits = {"params": 0.6 * base["params"], "macs": 0.4 * base["macs"]}
+    assert result.budget["limits"] == {"macs": pytest.approx(limits["macs"])}
+    for c in result.candidates:
+        assert c["feasible"] == (c["params"] <= limits["params"] * (1 + 1e-9) and c["macs"] <= limits["macs"] * (1 + 1e-9))
+    assert result.chosen["feasible"] and result.chosen["macs"] <= limits["macs"]
+    # the MACs limit binds: the params budget alone admits candidates above it
+    alone = search(model, data, dict(CONFIG, budget="params:0.6"))
+    assert any(c["feasible"] and c["macs"] > limits["macs"] for c in alone.candidates)
+    with pytest.raises(BudgetError, match=r"no candidate meets the limit macs <= .* the smallest any candidate reaches"):
+        search(model, data, dict(CONFIG, budget="params:0.6", limits=["macs:0.02"]))
+
+
 def test_latency_target_on_a_missing_runtime_is_a_config_error(model, data, monkeypatch) -> None:
     from deepshrink.nas.search import config as config_module
 
@@ -181,6 +196,8 @@ def test_budget_strings(text, metric, keep) -> None:
     ({"ratios": [0.2, 0.4]}, "ratios: need 0.0 and at least one larger ratio"),
     ({"population": 4, "evolution": {"elite": 4}}, "evolution.elite (4) must be below population (4)"),
     ({"generation": 3}, "generation: unknown option"),
+    ({"budget": "macs:0.5", "limits": ["latency:2x"]}, "limits: latency can only be the budget itself"),
+    ({"budget": "macs:0.5", "limits": ["params:0.5", "macs:0.4"]}, "limits: each metric at most once"),
 ])
 def test_config_errors_name_the_field(options, message) -> None:
     with pytest.raises(ConfigError) as info:

@@ -51,6 +51,8 @@ def test_search_writes_plan_candidates_plot_and_model(tmp_path) -> None:
      "latency runtime 'ort-tensorrt' needs ONNX Runtime's TensorrtExecutionProvider"),
     (["--target", "speed:2x"], "budget: expected METRIC:FRACTION or METRIC:FACTORx"),
     (["--ratios", "0,a"], "--ratios '0,a': expected comma-separated fractions"),
+    (["--target", "params:0.9", "--also", "macs:0.01"], "no candidate meets the limit macs <= "),
+    (["--also", "latency:2x"], "limits: latency can only be the budget itself"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, monkeypatch, extra, message) -> None:
     from deepshrink.nas.search import config as config_module

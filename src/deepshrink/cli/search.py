@@ -28,7 +28,7 @@ def _config(options: dict[str, Any]):
         finetune = {"epochs": options["finetune_epochs"], "lr": options["lr"],
                     "limit_batches": options["limit_batches"]}
     overrides = {
-        "budget": options["target"], "generations": options["generations"], "population": options["population"],
+        "budget": options["target"], "limits": list(options["also"]) or None, "generations": options["generations"], "population": options["population"],
         "seed": options["seed"], "round_to": options["round_to"], "latency": latency or None,
         "ratios": _ratios(options["ratios"]), "finetune": finetune,
         "progress": False if options["no_progress"] else None,
@@ -51,6 +51,9 @@ def _ratios(text: str | None) -> tuple[float, ...] | None:
 @data_option()
 @click.option("--target", default=None,
               help="Budget: macs:0.5 | params:0.5 | bytes:0.5 | latency:2x (default macs:0.5).")
+@click.option("--also", multiple=True,
+              help="A further limit every candidate must meet (macs:0.5 | params:0.5 | bytes:0.5), e.g. --target "
+                   "latency:1.6x --also macs:0.5; repeat for several.")
 @click.option("--generations", type=int, default=None, help="Generations after the initial population (default 10).")
 @click.option("--population", type=int, default=None, help="Candidates per generation (default 16).")
 @click.option("--ratios", default=None, help="Pruning ratios a group may take (default 0,0.1,...,0.8).")
@@ -100,7 +103,7 @@ def search_command(model_name, weights, data_spec, fresh, out, **options) -> Non
     }
     write_json(out_dir / "metrics.json", metrics)
     rows = {
-        "budget": result.config.budget.describe(),
+        "budget": " and ".join(b.describe() for b in (result.config.budget, *result.config.limits)),
         "candidates": len(result.candidates),
         "MACs": f"{result.unpruned['macs']:,.0f} -> {result.chosen['macs']:,.0f}",
         "params": f"{result.unpruned['params']:,.0f} -> {result.chosen['params']:,.0f}",

@@ -21,7 +21,7 @@ from deepshrink.errors import BudgetError
 from deepshrink.fileio import write_json
 from deepshrink.metrics.evaluation import resolve_data
 from deepshrink.nas.search import latency_check
-from deepshrink.nas.search.candidates import Evaluator, rank, ranker
+from deepshrink.nas.search.candidates import SLACK, Evaluator, rank, ranker
 from deepshrink.nas.search.config import Metric, SearchConfig
 from deepshrink.nas.search.evolution import generation_rng, initial_population, next_generation, repair
 from deepshrink.nas.search.pareto import pareto_front, plot_pareto
@@ -85,6 +85,7 @@ def search(model: nn.Module, data: Any, config: SearchConfig | dict | None = Non
         else:
             base = space.base[metric]
         evaluator.limit = cfg.budget.keep * base
+        evaluator.limits = {limit.metric.value: limit.keep * space.base[limit.metric.value] for limit in cfg.limits}
         _check_reachable(evaluator, base)
         _evolve(evaluator, state, out, progress, on_generation)
 
@@ -109,6 +110,13 @@ def _check_reachable(evaluator: Evaluator, base: float) -> None:
             f"at batch {cfg.latency.batch_size} with {cfg.latency.threads} thread(s))")
     else:
         reached, detail = evaluator(smallest, 0)[metric], ""
+    for name, limit in evaluator.limits.items():
+        least = space.predict(name, smallest)
+        if least > limit * (1 + SLACK):
+            raise BudgetError(
+                f"no candidate meets the limit {name} <= {limit:,.4g} {UNITS[name]}: the smallest any candidate "
+                f"reaches is {least:,.4g} ({least / space.base[name]:.3f} of the unpruned model), with every "
+                f"prunable group at ratio {max(cfg.ratios)}")
     if reached <= evaluator.limit:
         return
     unit = UNITS[metric]
@@ -141,8 +149,7 @@ def _evolve(evaluator: Evaluator, state: SearchState, out: Path | None, progress
     if state.generation < 0:
         rng = generation_rng(cfg.seed, 0)
         evaluator(space.unpruned(), 0)  # the reference point of the plot
-        uniform = next((g for g in (space.uniform(r) for r in cfg.ratios) if evaluator.cost(g) <= evaluator.limit),
-                       None)
+        uniform = next((g for g in (space.uniform(r) for r in cfg.ratios) if evaluator.excess(g) <= 1.0), None)
         fix = _fixer(evaluator, rng, levels)
         evaluated(initial_population(rng, levels, cfg.population, [] if uniform is None else [uniform], fix), 0)
     for generation in range(state.generation + 1, cfg.generations + 1):
@@ -153,7 +160,7 @@ def _evolve(evaluator: Evaluator, state: SearchState, out: Path | None, progress
 
 
 def _fixer(evaluator: Evaluator, rng, levels):
-    return lambda genome: repair(genome, rng, levels, evaluator.cost, evaluator.limit)
+    return lambda genome: repair(genome, rng, levels, evaluator.excess, 1.0)
 
 
 def _best(evaluator: Evaluator, metric: str) -> dict | None:
@@ -183,7 +190,8 @@ def _finish(evaluator: Evaluator, state: SearchState, chosen: dict, base: float,
         model, history = trained.model.to("cpu").eval(), trained.history
     candidates = list(state.cache.values())
     front = pareto_front(candidates, metric)
-    budget = {"metric": metric, "keep": cfg.budget.keep, "baseline": base, "limit": evaluator.limit}
+    budget = {"metric": metric, "keep": cfg.budget.keep, "baseline": base, "limit": evaluator.limit,
+              "limits": dict(evaluator.limits)}
     result = SearchResult(evaluator.space.ratios(genome), candidates, front, chosen, model, cfg, budget,
                           state.history, latency, history, out)
     if out is not None:

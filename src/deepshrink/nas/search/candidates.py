@@ -29,6 +29,7 @@ class Evaluator:
         self.metric = cfg.budget.metric.value
         self.table: LatencyTable | None = None
         self.limit = float("inf")
+        self.limits: dict[str, float] = {}  # metric -> the most a candidate may have (SearchConfig.limits)
 
     def pruned(self, genome: Genome, *, verify: bool = False) -> PruneResult:
         config = self.cfg.prune_config(self.space.ratios(genome), verify=verify)
@@ -39,6 +40,14 @@ class Evaluator:
         if self.cfg.budget.metric is Metric.LATENCY:
             return self.table.predict(genome)
         return self.space.predict(self.metric, genome)
+
+    def excess(self, genome: Genome) -> float:
+        """The largest of cost / limit over the budget and every further limit: <= 1 is within all."""
+        ratios = [self.space.predict(metric, genome) / limit for metric, limit in self.limits.items()]
+        return max([self.cost(genome) / self.limit, *ratios])
+
+    def within_limits(self, record: dict) -> bool:
+        return all(record[metric] <= limit * (1 + SLACK) for metric, limit in self.limits.items())
 
     def __call__(self, genome: Genome, generation: int) -> dict:
         key = genome_key(genome)
@@ -54,7 +63,7 @@ class Evaluator:
         if self.table is not None:
             record["latency"] = self.table.predict(genome)
         record["top1"], record["loss"] = score(recalibrate_bn(model, self.calibration), self.val)
-        record["feasible"] = record[self.metric] <= self.limit * (1 + SLACK)
+        record["feasible"] = record[self.metric] <= self.limit * (1 + SLACK) and self.within_limits(record)
         self.cache[key] = record
         return record
 
@@ -62,7 +71,7 @@ class Evaluator:
         """Re-predict every cached candidate after the table's calibration changed."""
         for key, record in self.cache.items():
             record["latency"] = self.table.predict(tuple(int(v) for v in key.split(",")))
-            record["feasible"] = record["latency"] <= self.limit * (1 + SLACK)
+            record["feasible"] = record["latency"] <= self.limit * (1 + SLACK) and self.within_limits(record)
 
 
 def rank(record: dict, metric: str) -> tuple:

@@ -137,6 +137,9 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     budget: Budget = Budget()
+    limits: tuple[Budget, ...] = Field(default=(), description="further limits every candidate must meet besides "
+                                       "the budget, on the exact metrics (macs, params, bytes), e.g. macs:0.5 "
+                                       "beside a latency budget")
     ratios: tuple[float, ...] = Field(default=DEFAULT_RATIOS, description="pruning ratios each group may take")
     population: int = Field(default=16, ge=2)
     generations: int = Field(default=10, ge=0, description="generations after the initial population")
@@ -179,6 +182,12 @@ class SearchConfig(BaseModel):
     def _check(self) -> "SearchConfig":
         if self.evolution.elite >= self.population:
             raise ValueError(f"evolution.elite ({self.evolution.elite}) must be below population ({self.population})")
+        metrics = [self.budget.metric, *(limit.metric for limit in self.limits)]
+        if Metric.LATENCY in metrics[1:]:
+            raise ValueError("limits: latency can only be the budget itself (limits are exact metrics: macs, "
+                             "params, bytes)")
+        if len(set(metrics)) < len(metrics):
+            raise ValueError(f"limits: each metric at most once, the budget's ({self.budget.metric.value}) included")
         if self.budget.metric is Metric.LATENCY:
             problem = runtime_problem(self.latency.runtime)
             if problem is not None:
@@ -206,4 +215,6 @@ class SearchConfig(BaseModel):
         """The options that decide the search trajectory (a resumed search must match them)."""
         data = self.model_dump(mode="json", exclude={"generations", "progress", "finetune"})
         data["latency"].pop("verify_top")
+        if not data["limits"]:
+            del data["limits"]  # states saved before limits existed still resume
         return data

@@ -64,8 +64,8 @@ def choose_measured(evaluator: Evaluator, input_size: tuple[int, ...]) -> tuple[
         table.calibrate([*points, (f"check-{record['key']}", genome_of(record), measured)])
         evaluator.refresh_latency()
     measured_ones = [r for r in evaluator.cache.values() if "latency_measured" in r]
-    if not measured_ones:  # nothing predicted within the budget after refitting: try the fastest
-        record = min(evaluator.cache.values(), key=lambda r: r["latency"])
+    if not measured_ones:  # nothing predicted within the budget after refitting: try the fastest within the limits
+        record = min((r for r in evaluator.cache.values() if evaluator.within_limits(r)), key=lambda r: r["latency"])
         record["latency_measured"] = measure_model(evaluator.pruned(genome_of(record)).model, input_size, latency)
         checks.append({"key": record["key"], "predicted_ms": record["latency"],
                        "measured_ms": record["latency_measured"]})
