@@ -3,6 +3,8 @@ the pruning config accepts."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from pruning_models import TinyResNetA
@@ -103,3 +105,29 @@ def test_predicted_drop_interpolates_and_ignores_noise() -> None:
     assert predicted_drop(result, "g", 0.25) == 0.0  # above the baseline: no loss, not a gain
     assert predicted_drop(result, "g", 0.375) == pytest.approx(2.0)
     assert predicted_drop(result, "g", 0.75) == pytest.approx(4.0)  # the recovery at 0.75 is noise
+
+
+def test_interrupted_analysis_resumes_from_its_state(tmp_path, x32) -> None:
+    model = TinyResNetA(1).eval()
+    state = tmp_path / "sensitivity.json"
+    scorer = _agreement(model, x32)
+    calls = []
+
+    def flaky(m: torch.nn.Module) -> float:
+        calls.append(1)
+        if len(calls) == 1 + 2 * 2 + 1:  # baseline, two groups of two ratios, then dies in the third group
+            raise KeyboardInterrupt
+        return scorer(m)
+
+    options = {"ratios": (0.25, 0.5), "protect_ends": False, "state": state, "state_key": {"data": "x32"}}
+    with pytest.raises(KeyboardInterrupt):
+        sensitivity(model, flaky, x32, **options)
+    assert len(json.loads(state.read_text())["curves"]) == 2
+    calls.clear()
+    resumed = sensitivity(model, lambda m: calls.append(1) or scorer(m), x32, **options)
+    fresh = sensitivity(model, scorer, x32, ratios=(0.25, 0.5), protect_ends=False)
+    assert len(calls) == 2 * (len(fresh.curves) - 2)  # only the groups not saved, and no new baseline
+    assert resumed.curves == fresh.curves and resumed.baseline == fresh.baseline  # JSON keeps floats exact
+    calls.clear()
+    sensitivity(model, lambda m: calls.append(1) or scorer(m), x32, **{**options, "state_key": {"data": "other"}})
+    assert len(calls) == 1 + 2 * len(fresh.curves)  # other settings: measured afresh

@@ -150,13 +150,13 @@ def _check_sensitivity_flags(config, options: dict[str, Any], data_spec: str | N
 
 
 def _sensitivity_config(model, data, config, calibration, out_dir: Path, max_drop: float | None, batches: int):
-    """Measure the curves (written and plotted into OUT), then the config pruning by their ratios."""
-    from deepshrink.fileio import write_json
+    """Measure the curves (saved into OUT as they come, so a re-run resumes; then plotted), then the
+    config pruning by their ratios."""
     from deepshrink.pruning import plot_sensitivity, sensitivity_config
 
     console.print("measuring per-group sensitivity on the validation split ...")
-    result, config = sensitivity_config(model, data, config, calibration=calibration, max_drop=max_drop, batches=batches)
-    write_json(out_dir / "sensitivity.json", result.as_dict())
+    result, config = sensitivity_config(model, data, config, calibration=calibration, max_drop=max_drop,
+                                        batches=batches, state=out_dir / "sensitivity.json")
     plot_sensitivity(result, out_dir / "sensitivity.png")
     return config
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch.nn as nn
 
 from deepshrink.errors import BudgetError, ConfigError
-from deepshrink.fileio import atomic_write_bytes
+from deepshrink.fileio import atomic_write_bytes, read_json, write_json
 from deepshrink.pruning import primitives
 from deepshrink.pruning.api import graph_for, scores_for
 from deepshrink.pruning.budget import BudgetMeter
@@ -47,9 +47,14 @@ def validation_score(data: Any, *, limit_batches: int | None = 8, batch_size: in
 
 def sensitivity(model: nn.Module, score: ScoreFn, example_inputs=None, *, ratios: Sequence[float] = (0.25, 0.5, 0.75),
                 config: PruneConfig | dict | None = None, data: Batches | None = None,
-                groups: Sequence[str] | None = None, **options: Any) -> Sensitivity:
+                groups: Sequence[str] | None = None, state: str | os.PathLike | None = None,
+                state_key: dict[str, Any] | None = None, **options: Any) -> Sensitivity:
     """Accuracy (via `score(model)`) with only one group pruned, for each group and ratio.
-    Rounding is off (every ratio is applied exactly) so the curves show the group itself."""
+    Rounding is off (every ratio is applied exactly) so the curves show the group itself.
+
+    With `state` (a JSON path) the curves measured so far are saved after every group, and a later
+    call with the same settings (ratios, groups, pruning config and the caller's `state_key`, e.g.
+    the data and batches `score` uses) continues from them; other settings start afresh."""
     cfg = parse_config(PruneConfig, config, **options)
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ConfigError(f"sensitivity ratios must lie in (0, 1), got {list(ratios)}")
@@ -57,15 +62,18 @@ def sensitivity(model: nn.Module, score: ScoreFn, example_inputs=None, *, ratios
     graph = graph_for(model, inputs, cfg)
     scores = scores_for(graph, cfg, data)
     chosen = [graph.group(name) for name in groups] if groups else graph.groups
-    result = Sensitivity(baseline=float(score(model)), ratios=sorted(float(r) for r in ratios))
+    ordered = sorted(float(r) for r in ratios)
+    settings = {"ratios": ordered, "groups": {g.name: g.size for g in chosen}, "key": state_key or {},
+                "config": cfg.model_dump(mode="json", exclude={"budget", "ratio", "ratios", "policy", "schedule"})}
+    result = _resumed(state, settings) or Sensitivity(baseline=float(score(model)), ratios=ordered)
     with _progress() as progress:
-        task = progress.add_task("sensitivity", total=len(chosen) * len(result.ratios))
+        task = progress.add_task("sensitivity", total=len(chosen) * len(ordered))
         for group in chosen:
-            if scores.get(group.name) is None:
-                progress.advance(task, len(result.ratios))
+            if scores.get(group.name) is None or group.name in result.curves:
+                progress.advance(task, len(ordered))
                 continue
             curve = []
-            for ratio in result.ratios:
+            for ratio in ordered:
                 keep = primitives.kept_count(group.size, ratio, 1)
                 if keep == group.size:
                     curve.append(result.baseline)
@@ -75,7 +83,19 @@ def sensitivity(model: nn.Module, score: ScoreFn, example_inputs=None, *, ratios
                 progress.update(task, advance=1, description=f"sensitivity {group.name}")
             result.curves[group.name] = curve
             result.sizes[group.name] = group.size
+            if state is not None:
+                write_json(state, {"settings": settings, **result.as_dict()})
     return result
+
+
+def _resumed(state: str | os.PathLike | None, settings: dict) -> Sensitivity | None:
+    """The curves saved in `state` by a call with the same settings, else None."""
+    if state is None or not Path(state).is_file():
+        return None
+    saved = read_json(state)
+    if not isinstance(saved, dict) or saved.get("settings") != settings:
+        return None
+    return Sensitivity(baseline=saved["baseline"], ratios=saved["ratios"], curves=saved["curves"], sizes=saved["sizes"])
 
 
 def _progress():
@@ -157,17 +177,19 @@ def allocate_ratios(model: nn.Module, result: Sensitivity, budget: Budget | dict
 
 
 def sensitivity_config(model: nn.Module, data: Any, config: PruneConfig, *, calibration: Batches | None = None,
-                       max_drop: float | None = None, batches: int = 8,
-                       ratios: Sequence[float] = (0.25, 0.5, 0.75)) -> tuple[Sensitivity, PruneConfig]:
+                       max_drop: float | None = None, batches: int = 8, ratios: Sequence[float] = (0.25, 0.5, 0.75),
+                       state: str | os.PathLike | None = None) -> tuple[Sensitivity, PruneConfig]:
     """Measure every group's curve on `batches` batches of the validation split of `data`, then the
     config that prunes by them: the least predicted loss within `config.budget` (`allocate_ratios`),
-    or, without a budget, each group's largest ratio losing at most `max_drop` points."""
+    or, without a budget, each group's largest ratio losing at most `max_drop` points. With
+    `state`, the curves are saved there as they are measured and an interrupted call resumes."""
     if (config.budget is None) == (max_drop is None):
         raise ConfigError("sensitivity: give exactly one of a budget (allocate within it) and max_drop "
                           "(the points each group may lose)")
     measure = config.model_copy(update={"budget": None})
+    key = {"data": data if isinstance(data, str) else getattr(data, "name", type(data).__name__), "batches": batches}
     result = sensitivity(model, validation_score(data, limit_batches=batches), ratios=ratios, config=measure,
-                         data=calibration)
+                         data=calibration, state=state, state_key=key)
     if config.budget is not None:
         chosen = allocate_ratios(model, result, config.budget, config=measure, data=calibration)
     else:

@@ -70,13 +70,14 @@ class PruneStep(Step):
 
 def _sensitivity_config(options: SensitivityOptions, ctx: RunContext, model: nn.Module, config: PruneConfig,
                         calibration: list, step_dir: Path) -> PruneConfig:
-    """Measure the curves (sensitivity.json and .png in the step directory), then prune by them."""
-    from deepshrink.fileio import write_json
+    """Measure the curves (sensitivity.json, saved as they come so a killed run resumes, and .png in
+    the step directory), then prune by them."""
     from deepshrink.pruning import plot_sensitivity, sensitivity_config
 
+    step_dir.mkdir(parents=True, exist_ok=True)
     result, config = sensitivity_config(model, ctx.data, config, calibration=calibration, max_drop=options.max_drop,
-                                        batches=1 if ctx.smoke else options.batches, ratios=options.ratios)
-    write_json(step_dir / "sensitivity.json", result.as_dict())
+                                        batches=1 if ctx.smoke else options.batches, ratios=options.ratios,
+                                        state=step_dir / "sensitivity.json")
     plot_sensitivity(result, step_dir / "sensitivity.png")
     return config
 
