@@ -127,4 +127,8 @@ steps:
     assert pruned["macs"] <= 0.8 * searched["macs"]  # per-group ratios from the measured curves
     curves = json.loads((tmp_path / "run" / "steps" / "04-prune" / "sensitivity.json").read_text())
     assert curves["ratios"] == [0.5] and curves["curves"]
+    report_md = (tmp_path / "run" / "report.md").read_text()  # the steps' own plots follow the report's
+    assert "(steps/04-prune/sensitivity.png)" in report_md and "(steps/03-search/search/pareto.png)" in report_md
+    assert report_md.count("data:image/png") == 0 and (tmp_path / "run" / "report.html").read_text().count(
+        "data:image/png;base64") >= 2
     assert "val" in report["steps"][4]["evaluate"]

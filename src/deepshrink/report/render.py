@@ -105,7 +105,10 @@ def _make_plots(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             first.get("macs_per_layer", {}), last.get("macs_per_layer", {}), "MACs", out_dir / "plot_macs_per_layer.png")
         made["kept channels per layer"] = plots.per_layer_bars(
             first.get("channels_per_layer", {}), last.get("channels_per_layer", {}), "output channels", out_dir / "plot_channels.png")
-    return {title: path for title, path in made.items() if path is not None}
+    for step in report.get("steps", []):
+        for caption, relative in step.get("figures", {}).items():
+            made[f"step {step['index'] + 1} ({step['kind']}): {caption}"] = out_dir / relative
+    return {title: path for title, path in made.items() if path is not None and path.is_file()}
 
 
 def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -123,7 +126,7 @@ def render_report(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     if deploy:
         md += ["## Deployment", "", _markdown_table(["artifact", "metric", "value"], deploy), ""]
     md += [f"Machine: {machine_line(report)}", ""]
-    md += [f"![{t}]({p.name})" for t, p in figures.items()]
+    md += [f"![{t}]({p.relative_to(run_dir).as_posix()})" for t, p in figures.items()]
     md_path = atomic_write_bytes(run_dir / "report.md", ("\n".join(md) + "\n").encode())
 
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>Command: <code>{html.escape(report.get('command', ''))}</code></p>",

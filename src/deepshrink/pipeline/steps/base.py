@@ -23,6 +23,8 @@ class StepOutput:
     # A deployed artifact (e.g. an int8 ONNX file): its bytes, latency and accuracy are measured.
     onnx_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Plots the step drew (caption -> file): the report shows them after its own.
+    figures: dict[str, Path] = field(default_factory=dict)
 
 
 class Step:

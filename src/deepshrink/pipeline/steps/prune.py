@@ -61,11 +61,13 @@ class PruneStep(Step):
             return result.model
 
         batches = train_batches(ctx, config.advanced.calibration_batches)
+        figures = {}
         if options.sensitivity is not None:
             config = _sensitivity_config(options.sensitivity, ctx, model, config, batches, step_dir)
+            figures["pruning sensitivity per group (validation split)"] = step_dir / "sensitivity.png"
         result = prune(model, config=config, data=batches, finetune=finetune)
         write_json(step_dir / "plan.json", result.plan)
-        return StepOutput(result.model, history=history, extra={"prune": _summary(result.report)})
+        return StepOutput(result.model, history=history, extra={"prune": _summary(result.report)}, figures=figures)
 
 
 def _sensitivity_config(options: SensitivityOptions, ctx: RunContext, model: nn.Module, config: PruneConfig,
