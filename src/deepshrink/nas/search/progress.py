@@ -4,7 +4,7 @@ with the best candidate within budget so far. Drawn on a terminal only (stderr).
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class SearchProgress:
@@ -14,7 +14,8 @@ class SearchProgress:
         self._bar = None
         if enabled and console.is_terminal:
             self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=console)
+                                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), console=console)
         self._task = None
 
     def __enter__(self) -> "SearchProgress":
