@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in rows_wanted:
         record = cache.get(name)
         if record is None:
-            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile, cache.train_dir(name))
+            record, model = decomposed_row(name, baseline, data, args, train, calibration, top1, base_profile,
+                                           cache.train_dir(name))
             cache.put(name, record, model)
         records.append(record)
         print(f"{name:>11}: top-1 {record['top1_decomposed']:.2f} % decomposed, "

@@ -107,7 +107,8 @@ def prune_ours(baseline, name: str, args, data, calibration) -> tuple[torch.nn.M
                           "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
 
 
-def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1, run_dir: Path) -> dict:
+def finetuned_row(name: str, baseline, args, data, calibration, config, top1, base_profile, base_top1,
+                  run_dir: Path) -> dict:
     """Prune with our criterion or Torch-Pruning's, fine-tune and score; the record carries the model.
     The fine-tuning checkpoints every epoch in `run_dir`, so a killed run resumes mid-row."""
     start = time.perf_counter()

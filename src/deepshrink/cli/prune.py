@@ -71,7 +71,8 @@ def _calibration(data, count: int) -> list:
               help="Measure each group's accuracy-vs-ratio curve on the validation split (OUT/sensitivity.json, .png) "
                    "and take per-group ratios from it: the least predicted loss within --macs-budget/--params-budget, "
                    "or the largest ratio losing at most --max-drop points. Needs --data.")
-@click.option("--max-drop", type=float, default=None, help="With --sensitivity and no budget: points each group may lose.")
+@click.option("--max-drop", type=float, default=None,
+              help="With --sensitivity and no budget: points each group may lose.")
 @click.option("--sensitivity-batches", type=int, default=8, show_default=True,
               help="Validation batches (of 256) scored per point of the curves.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,

@@ -28,7 +28,8 @@ def _config(options: dict[str, Any]):
         finetune = {"epochs": options["finetune_epochs"], "lr": options["lr"],
                     "limit_batches": options["limit_batches"]}
     overrides = {
-        "budget": options["target"], "limits": list(options["also"]) or None, "generations": options["generations"], "population": options["population"],
+        "budget": options["target"], "limits": list(options["also"]) or None,
+        "generations": options["generations"], "population": options["population"],
         "seed": options["seed"], "round_to": options["round_to"], "latency": latency or None,
         "ratios": _ratios(options["ratios"]), "finetune": finetune,
         "progress": False if options["no_progress"] else None,

@@ -51,7 +51,8 @@ class DetectionDistillObjective(nn.Module):
         self.teacher_hooks = FeatureHooks(teacher, taps)
         self.taps = tuple(taps)
         # one forward pass reads the tapped widths the adapters map between
-        probe = example if example is not None else calibration[:1] if calibration is not None else torch.zeros(1, 3, 64, 64)
+        probe = example if example is not None else calibration[:1] if calibration is not None else None
+        probe = torch.zeros(1, 3, 64, 64) if probe is None else probe
         with torch.no_grad():
             was_training = student.training
             student.eval()

@@ -118,7 +118,8 @@ def run_recipe(recipe: Recipe, *, out_dir: Path, from_step: str | None = None, s
         record: dict[str, Any] = {"index": entry.index, "kind": entry.kind, "digest": _digest(entry),
                                   "seconds": round(time.perf_counter() - started, 1), **output.extra}
         if output.figures:  # paths relative to the run directory, so a moved run still renders
-            record["figures"] = {caption: str(Path(path).relative_to(out_dir)) for caption, path in output.figures.items()}
+            record["figures"] = {caption: str(Path(path).relative_to(out_dir))
+                                 for caption, path in output.figures.items()}
         if step.measures:
             record["stage"] = measure_stage(ctx, f"{entry.index + 1}-{entry.kind}", model,
                                             onnx_path=output.onnx_path, history=output.history)

@@ -32,7 +32,8 @@ class SearchStep(Step):
         result = search(model, ctx.data, config, out_dir=step_dir / "search", resume=True)
         return StepOutput(result.model, history=result.finetune_history,
                           extra={"search": {"plan": result.plan, "budget": result.budget}},
-                          figures={"search: proxy top-1 of every candidate, Pareto front": step_dir / "search" / "pareto.png"})
+                          figures={"search: proxy top-1 of every candidate, Pareto front":
+                                   step_dir / "search" / "pareto.png"})
 
 
 class DecomposeStepOptions(BaseModel):
