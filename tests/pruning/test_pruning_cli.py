@@ -80,6 +80,8 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
         (["--sensitivity", "--data", "digits"], "--sensitivity needs exactly one of --macs-budget/--params-budget"),
         (["--sensitivity", "--data", "digits", "--max-drop", "1", "--ratio", "0.3"], "--ratio conflicts with --sensitivity"),
         (["--max-drop", "1"], "--max-drop needs --sensitivity"),
+        (["--model", "digits_cnn", "--data", "digits", "--sensitivity", "--max-drop", "1", "--limit-batches", "1"],
+         "sensitivity: the model has no prunable group to measure"),
     ]
     for args, message in cases:
         code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])

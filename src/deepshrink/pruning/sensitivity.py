@@ -190,6 +190,9 @@ def sensitivity_config(model: nn.Module, data: Any, config: PruneConfig, *, cali
     key = {"data": data if isinstance(data, str) else getattr(data, "name", type(data).__name__), "batches": batches}
     result = sensitivity(model, validation_score(data, limit_batches=batches), ratios=ratios, config=measure,
                          data=calibration, state=state, state_key=key)
+    if not result.curves:
+        raise ConfigError("sensitivity: the model has no prunable group to measure (every layer protected? "
+                          "protect_ends keeps the first convolution and the classifier's input)")
     if config.budget is not None:
         chosen = allocate_ratios(model, result, config.budget, config=measure, data=calibration)
     else:
