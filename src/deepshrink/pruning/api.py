@@ -91,8 +91,8 @@ def finish(model: nn.Module, inputs, graph: DependencyGraph, plan: dict, cfg: Pr
     pruned = derive(model, pruned, "prune", plan)
     report = {
         "criterion": cfg.criterion,
-        # With a budget, the ratio is what was needed: the fraction of all units removed.
-        "ratio": cfg.ratio if cfg.budget is None else _removed_fraction(plan),
+        # With a budget or per-layer ratios, the ratio is what was done: the fraction of all units removed.
+        "ratio": cfg.ratio if cfg.budget is None and not cfg.ratios else _removed_fraction(plan),
         "policy": cfg.policy.value,
         "params": {"before": count_params(model), "after": count_params(pruned)},
         "macs": {"before": count_macs(model, inputs), "after": count_macs(pruned, inputs)},
