@@ -159,6 +159,10 @@ def _sensitivity_config(model, data, config, calibration, out_dir: Path, max_dro
     result, config = sensitivity_config(model, data, config, calibration=calibration, max_drop=max_drop,
                                         batches=batches, state=out_dir / "sensitivity.json")
     plot_sensitivity(result, out_dir / "sensitivity.png")
+    at = " / ".join(f"{r:g}" for r in result.ratios)
+    print_kv_table(f"ratio chosen per group  (val top-1 % at ratio {at}; unpruned {result.baseline:.1f} %)", {
+        name: f"{ratio:.2f}   ({' / '.join(f'{acc:.1f}' for acc in result.curves[name])})"
+        for name, ratio in config.ratios.items()})
     return config
 
 
