@@ -73,6 +73,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="ResNet-20 only, 128 calibration images, 1,000 test images (stratified), QAT of 5 batches")
     p.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs at 8 and 4 bits (default 3)")
     p.add_argument("--low-bit-epochs", type=int, default=8, help="QAT epochs at 3 bits and below, bwn, twn (default 8)")
+    p.add_argument("--qat-batchnorm", action="store_true",
+                   help="QAT rows train each folded layer with its BatchNorm, folded again after (advanced.qat_batchnorm)")
     p.add_argument("--budget", type=float, default=0.15, help="mixed precision: weights within this x FP32 bytes")
     p.add_argument("--threads", type=int, default=2, help="threads for training, evaluation and latency")
     p.add_argument("--rows", default=None, help="comma-separated row names to run when not finished yet (default: all)")
@@ -89,6 +91,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, arch: str) -> None:
         shared = Path(args.shared)
         self.args, self.arch = args, arch
+        self.work = Path(args.work + ("-quick" if args.quick else ""))  # finished rows, QAT checkpoints
         self.data = load_data(f"imagefolder:{shared / 'datasets' / 'cifar10-jpeg.tar.gz'}")
         if args.quick:  # the test split is ordered by class: a stratified sample, not the first images
             self.data = dataclasses.replace(self.data, test=subset(self.data.test, 1000, seed=0), val=subset(self.data.val, 256, seed=0))
@@ -149,12 +152,12 @@ class Bench:
         runs += [(f"w8a8-ptq-{o}", lambda o=o: self.ptq({"observer": o})) for o in OBSERVERS]
         runs += [("w8a8-ptq-mse-cle-bc", lambda: self.ptq({"observer": "mse", "advanced": {"equalize": True, "bias_correction": True}})),
                  ("w8a8-ort-static", self.ort_static), ("w8a8-torch-x86", self.torch_x86)]
-        runs += [(name, lambda c=c: self.qat(c)) for name, c in QAT_ROWS.items()]
+        runs += [(name, lambda c=c, n=name: self.qat(c, n)) for name, c in QAT_ROWS.items()]
         runs += [(f"cluster{k}", lambda k=k: self.cluster(k)) for k in (16, 32)]
         runs += [(f"mixed-{self.args.budget:g}", self.mixed)]
         out = []
         for name, run in runs:  # finished rows come from --work; --rows picks which missing ones run
-            path = Path(self.args.work + ("-quick" if self.args.quick else "")) / f"{self.arch}-{name}.json"
+            path = self.work / f"{self.arch}-{name}.json"
             if path.is_file():
                 if self.args.retime and path.with_suffix(".onnx").is_file():
                     write_json(path, read_json(path) | self.timing(path.with_suffix(".onnx")))
@@ -180,14 +183,16 @@ class Bench:
                           onnx_path=self.tmp / "ptq.onnx")
         return self.deployed(result)
 
-    def qat(self, config: dict) -> dict:
+    def qat(self, config: dict, name: str) -> dict:
+        """QAT checkpoints every epoch in WORK/ARCH-NAME.train, so a killed row resumes mid-way."""
         low = config.get("bits", 2) <= 3 or "weight" in config
         train = self.train_config(self.args.low_bit_epochs if low else self.args.qat_epochs)
         if config.get("bits") == 8:  # an 8-bit grid needs only a nudge: 3e-4 cost 0.2 points more in 40 steps
             train["lr"] = 1e-4
-        options = {"method": "qat", "calibration_size": len(self.calibration), "advanced": {"distill_weight": 1.0},
-                   "train": train, **config}
-        result = quantize(self.model, self.data, config=options, onnx_path=self.tmp / "qat.onnx")
+        advanced = {"distill_weight": 1.0, "qat_batchnorm": self.args.qat_batchnorm}
+        options = {"method": "qat", "calibration_size": len(self.calibration), "advanced": advanced, "train": train, **config}
+        result = quantize(self.model, self.data, config=options, onnx_path=self.tmp / "qat.onnx",
+                          train_dir=self.work / f"{self.arch}-{name}.train", resume=True)
         return self.deployed(result) | {"train_epochs": options["train"]["epochs"]}
 
     def ort_static(self, reduce_range: bool | None = None) -> dict:
@@ -225,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for arch in models for row in Bench(args, arch).rows()]
     budget = {"threads": args.threads, "calibration_images": 128 if args.quick else 512,
               "qat_epochs": args.qat_epochs, "low_bit_epochs": args.low_bit_epochs, "quick": args.quick,
+              "qat_batchnorm": args.qat_batchnorm,
               "qat_batches_per_epoch": 5 if args.quick else args.limit_batches, "qat_batch_size": QAT_DEFAULTS.get("batch_size"),
               "test_images": 1000 if args.quick else 10000}
     write_results("quant_resnet", rows, args, argv, budget=budget,

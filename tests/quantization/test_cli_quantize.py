@@ -55,6 +55,7 @@ def test_cli_qat_and_latency(digits_weights, tmp_path):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["report"]["method"] == "qat" and len(metrics["report"]["qat_history"]) == 1
+    assert (out / "train" / "checkpoint.pt").is_file()  # --resume continues from it after a kill
     assert set(metrics["latency_ms"]) == {"ort_fp32_b1", "ort_fp32_b64", "ort_int8_b1", "ort_int8_b64"}
     assert all(v > 0 for v in metrics["latency_ms"].values())
 
@@ -66,3 +67,5 @@ def test_cli_bad_options_fail_with_one_line(tmp_path, capsys):
     assert "keep_float: 'head' matches no layer; layers: block1.conv, block2.conv, classifier" in capsys.readouterr().err
     assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--first-last-bits", "eight", "--out", str(tmp_path)]) == 2
     assert "--first-last-bits 'eight': expected an integer from 1 to 8, or 'none'" in capsys.readouterr().err
+    assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--resume", "--out", str(tmp_path)]) == 2
+    assert "--resume: only --method qat trains" in capsys.readouterr().err

@@ -111,3 +111,37 @@ def test_qat_that_lowers_validation_accuracy_returns_the_calibrated_model(traine
         "method": "qat", "bits": 8, "train": wrecking, "advanced": {"keep_calibrated": False}})
     with torch.no_grad():
         assert not torch.allclose(trained_anyway.model(x), start.model(x))
+
+
+class _CrashInSecondEpoch:
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def on_epoch_start(self, state) -> None:
+        self.epochs += 1
+        if self.epochs == 2:  # the first epoch's checkpoint is on disk by now
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("qat_batchnorm", [False, True])
+def test_qat_killed_mid_run_resumes_from_its_checkpoint_to_the_same_model(trained, bundle, tmp_path, monkeypatch,
+                                                                         qat_batchnorm):
+    from deepshrink import training
+
+    config = {"method": "qat", "bits": 4, "train": {**TRAIN, "epochs": 2},
+              "advanced": {"keep_calibrated": False, "qat_batchnorm": qat_batchnorm}}
+    reference = deepshrink.quantize(trained, bundle, config=config).model
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: real_train(*a, callbacks=[_CrashInSecondEpoch()], **k))
+    with pytest.raises(KeyboardInterrupt):
+        deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path)
+    assert training.load_checkpoint(tmp_path / training.CHECKPOINT_FILE)["epoch"] == 1
+    counter = _CrashInSecondEpoch()
+    counter.epochs = -10  # counts without crashing
+    monkeypatch.setattr(training, "train", lambda *a, **k: real_train(*a, callbacks=[counter], **k))
+    resumed = deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path, resume=True)
+    assert counter.epochs == -9  # only the second epoch ran
+    assert [r["epoch"] for r in resumed.report["qat_history"]] == [1, 2]
+    x, _ = normalized(bundle.test)
+    with torch.no_grad():
+        torch.testing.assert_close(resumed.model(x), reference(x), rtol=0, atol=0)

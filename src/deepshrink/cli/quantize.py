@@ -42,14 +42,15 @@ def _bits_or_none(text: str) -> int | None:
               help="8-bit weights on the 7-bit grid, which x86 CPUs without VNNI run without saturating "
                    "(default: on exactly when this CPU lacks VNNI).")
 @click.option("--epochs", type=int, default=None, help="QAT epochs (default 3).")
-@click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 0.01).")
+@click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 3e-4).")
 @click.option("--limit-batches", type=int, default=None, help="Evaluate (and train) on this many batches only.")
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Time FP32 and int8 ONNX Runtime.")
 @click.option("--threads", type=int, default=None, help="Threads for ONNX Runtime timing (default: PyTorch's).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--resume", is_flag=True, help="QAT: continue from OUT/train/checkpoint.pt (written every epoch).")
 def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
              first_last_bits, keep_float, calibration_size, equalize, bias_correction, reduce_range, epochs, lr, limit_batches,
-             latency, threads, out) -> None:
+             latency, threads, out, resume) -> None:
     """Quantise a trained model and measure the deployed int8 ONNX Runtime model.
 
     Writes OUT/model.json + model.safetensors (reload with deepshrink.load), OUT/model.int8.onnx,
@@ -69,6 +70,8 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
                                "advanced": {"equalize": equalize, "bias_correction": bias_correction, "reduce_range": reduce_range}}
     extra = {"bits": bits, "act_bits": act_bits, "observer": observer, "weight": weight_quantizer, "activation": act_quantizer}
     options.update({k: v for k, v in extra.items() if v is not None})
+    if resume and method != "qat":
+        raise ConfigError("--resume: only --method qat trains (and checkpoints); post-training quantisation has nothing to resume")
     if method == "qat":
         from deepshrink.quantization.qat import QAT_DEFAULTS
 
@@ -79,7 +82,8 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     model = build_model(model_name, weights, data)
     out_dir = Path(out)
     write_json(out_dir / "quantize.json", config.model_dump(mode="json"))
-    result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx")
+    result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx",
+                          train_dir=out_dir / "train" if method == "qat" else None, resume=resume)
     save_model(result.model, out_dir)
     metrics = measure(model, result, data, out_dir, limit_batches=limit_batches, latency=latency, threads=threads)
     write_json(out_dir / "metrics.json", metrics)

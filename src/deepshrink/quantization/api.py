@@ -68,19 +68,24 @@ def quantize(
     config: QuantizeConfig | dict[str, Any] | None = None,
     onnx_path: str | os.PathLike | None = None,
     input_size: tuple[int, ...] | None = None,
+    train_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> QuantizeResult:
     """Quantise `model` (W8A8 post-training quantisation by default).
 
     `calibration_data`: normalised images [N, C, H, W], an iterable of batches, or a DataBundle
     (required for method "qat", which trains on it). `method`, `bits` and `observer` override the
     same fields of `config` (a QuantizeConfig or dict). With `onnx_path`, the int8 QDQ ONNX graph
-    is written there (input size from the model's spec, else from the calibration images)."""
+    is written there (input size from the model's spec, else from the calibration images).
+    QAT checkpoints every epoch into `train_dir` when given; `resume=True` continues from there
+    (calibration is deterministic, so the resumed run trains the same fake-quant model)."""
     overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
     config = QuantizeConfig.coerce(config, **overrides)
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
     base, quantized, plan = prepare_model(model, config, batches)
     quantized, history = METHODS[config.method](quantized, calibration_data, config, base,
-                                                folded=plan["bn_folded"], batches=batches)
+                                                folded=plan["bn_folded"], batches=batches,
+                                                train_dir=train_dir, resume=resume)
     quantized.eval()
     record_signs(quantized, plan)
     plan["config"] = config.model_dump(mode="json")

@@ -6,6 +6,7 @@ optimiser trains them."""
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -46,10 +47,12 @@ class DistillObjective(nn.Module):
 
 
 def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Module | None = None, *,
-            folded: list[str] = (), batches: list[torch.Tensor] = ()) -> tuple[nn.Module, list[dict]]:
+            folded: list[str] = (), batches: list[torch.Tensor] = (), train_dir: str | os.PathLike | None = None,
+            resume: bool = False) -> tuple[nn.Module, list[dict]]:
     """Fine-tune the calibrated fake-quant `model` on `data` (a DataBundle). With
     advanced.qat_batchnorm, the `folded` layers train with a BatchNorm started from their output
-    statistics on `batches` and are folded again afterwards (see bn_qat)."""
+    statistics on `batches` and are folded again afterwards (see bn_qat). With `train_dir` the
+    training checkpoints every epoch there and `resume` continues from the last one."""
     from deepshrink.training import TrainConfig, train
 
     if not is_bundle(data):
@@ -69,7 +72,7 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
     with_batchnorm = config.advanced.qat_batchnorm and bool(folded) and bool(batches) and train_config.epochs > 0
     if with_batchnorm:
         model = attach_batchnorm(copy.deepcopy(model), list(folded), list(batches))
-    result = train(model, data, train_config, objective=objective)
+    result = train(model, data, train_config, objective=objective, out_dir=train_dir, resume=resume)
     if with_batchnorm:
         freeze_batchnorm(reestimate_statistics(result.model, list(batches)))
     history = [dict(record) for record in result.history]

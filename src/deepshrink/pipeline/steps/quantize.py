@@ -28,7 +28,9 @@ class QuantizeStep(Step):
             config = config.model_copy(update={"calibration_size": min(config.calibration_size, SMOKE_CALIBRATION),
                                                "train": ctx.train_config(config.train)})
         step_dir.mkdir(parents=True, exist_ok=True)
-        result = quantize(model, ctx.data, config=config, onnx_path=step_dir / INT8_ONNX)
+        # QAT checkpoints every epoch, so a killed run resumes inside the step (as train/distill do)
+        result = quantize(model, ctx.data, config=config, onnx_path=step_dir / INT8_ONNX,
+                          train_dir=step_dir / "train", resume=True)
         summary = {k: v for k, v in result.report.items() if k != "qat_history"}
         write_json(step_dir / "quantize.json", summary)
         return StepOutput(result.model, history=result.report.get("qat_history", []), onnx_path=result.onnx_path,
