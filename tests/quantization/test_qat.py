@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import deepshrink
+from deepshrink.errors import ConfigError
 from deepshrink.quantization import ACT_QUANTIZERS, OBSERVERS, WEIGHT_QUANTIZERS, Advanced
 from deepshrink.quantization.primitives import QuantGrid
 from quant_models import normalized
@@ -28,6 +29,17 @@ def test_weight_quantizer_trains_and_deploys_exactly(name, bits):
     levels = codes.unique().numel()
     assert levels <= 2 ** quant.bits
     assert codes.abs().max() <= 2 ** quant.bits - 1
+
+
+@pytest.mark.parametrize(("bits", "codes"), [(2, (-1, 1)), (3, (-3, 3)), (4, (-7, 7)), (7, (-63, 63)), (8, (-127, 127))])
+def test_weight_grids_are_narrow_and_symmetric(bits, codes):
+    # symmetric about zero at every width (the whole signed range measured worse at 2 bits)
+    quant = WEIGHT_QUANTIZERS.get("lsq")(bits, 4)
+    w = torch.randn(4, 3, 3, 3) * 10
+    quant.init(w)
+    quant.scale.data.fill_(w.abs().max().item() / 2 ** (bits - 1) / 4)  # a step that clips both ends
+    values, _ = quant.integer(w)
+    assert (values.min().item(), values.max().item()) == codes
 
 
 @pytest.mark.parametrize("name", ACT_QUANTIZERS.names())
@@ -145,3 +157,13 @@ def test_qat_killed_mid_run_resumes_from_its_checkpoint_to_the_same_model(traine
     x, _ = normalized(bundle.test)
     with torch.no_grad():
         torch.testing.assert_close(resumed.model(x), reference(x), rtol=0, atol=0)
+
+
+def test_resuming_qat_under_other_quantisation_settings_is_refused_by_field(trained, bundle, tmp_path):
+    config = {"method": "qat", "bits": 4, "train": {**TRAIN, "epochs": 1}}
+    deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"act_bits: the QAT checkpoint in .* was trained with act_bits=4, this run has act_bits=2"):
+        deepshrink.quantize(trained, bundle, config={**config, "bits": 2}, train_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"advanced\.qat_batchnorm: .* with advanced\.qat_batchnorm=False"):
+        deepshrink.quantize(trained, bundle, config={**config, "advanced": {"qat_batchnorm": True}}, train_dir=tmp_path,
+                            resume=True)

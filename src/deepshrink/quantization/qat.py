@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from deepshrink.errors import ConfigError
+from deepshrink.fileio import read_json, write_json
 from deepshrink.quantization.bn_qat import attach_batchnorm, freeze_batchnorm, reestimate_statistics
 from deepshrink.quantization.calibrate import is_bundle
 from deepshrink.quantization.config import QuantizeConfig
@@ -22,6 +24,7 @@ from deepshrink.quantization.config import QuantizeConfig
 # on the CIFAR-10 JPEG copy ResNet-20 W4A4 diverged within an epoch with SGD at peak rates of
 # 0.002-0.01; after 150 steps AdamW at 3e-4 reached 87.7 % (SGD at 0.001: 86.5 %; FP32 88.5 %).
 # No weight decay: the learned step sizes and clipping levels must not shrink towards zero.
+QUANTIZE_CONFIG_FILE = "quantize_config.json"  # beside the QAT checkpoints in train_dir
 QAT_DEFAULTS: dict[str, Any] = {
     "epochs": 3, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
     "batch_size": 128, "grad_clip": 2.0,
@@ -61,6 +64,8 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
             f"(deepshrink.load_data(spec)), got {type(data).__name__}"
         )
     train_config = config.train or TrainConfig(**QAT_DEFAULTS)
+    if train_dir is not None:
+        claim_train_dir(train_dir, config, resume)
     objective = None
     if teacher is not None and config.advanced.distill_weight > 0:
         objective = DistillObjective(teacher, config.advanced.distill_weight)
@@ -90,6 +95,32 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
         if kept:
             return calibrated, history
     return result.model.eval(), history
+
+
+def claim_train_dir(train_dir: str | os.PathLike, config: QuantizeConfig, resume: bool) -> None:
+    """Keep the quantisation settings beside the QAT checkpoints. Resuming under other settings
+    would load weights trained for another fake-quant model, so it is refused by field (the
+    training engine checks the `train` fields itself)."""
+    path = Path(train_dir) / QUANTIZE_CONFIG_FILE
+    current = _flat(config.model_dump(mode="json", exclude={"train"}))
+    if resume and path.is_file():
+        saved = _flat(read_json(path))
+        for name in sorted(set(saved) | set(current)):
+            if saved.get(name) != current.get(name):
+                raise ConfigError(f"{name}: the QAT checkpoint in {train_dir} was trained with {name}={saved.get(name)!r}, "
+                                  f"this run has {name}={current.get(name)!r}; use the same value or another directory")
+    write_json(path, current)
+
+
+def _flat(options: dict[str, Any]) -> dict[str, Any]:
+    """One level of nesting flattened: {"advanced": {"equalize": x}} -> {"advanced.equalize": x}."""
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 @torch.no_grad()
