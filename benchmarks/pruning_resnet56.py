@@ -1,7 +1,9 @@
 """Structured pruning of ResNet-56 on the CIFAR-10 JPEG copy at about 2x fewer MACs (issue 3).
 
 The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
-bn; fpgm-sens: FPGM with per-group ratios allocated from measured sensitivity curves) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+bn; fpgm-sens: FPGM with per-group ratios allocated from measured sensitivity curves; fpgm-lat: FPGM
+with the per-group ratios `deepshrink.search` finds under 1/`--speedup-b64` of the baseline's ONNX Runtime
+latency at batch 64 and, as a further limit, the MACs budget) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
@@ -46,13 +48,17 @@ from deepshrink.data import sample_loader
 from deepshrink.distillation import RECOVERY_KD, DistillConfig, distill
 from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
+from deepshrink.nas.search import SearchConfig, search
+from deepshrink.nas.search.config import DEFAULT_RATIOS
 from deepshrink.pruning import PruneConfig, prune, sensitivity_config
 from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
-OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm"}
+OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm",
+        "fpgm-lat": "fpgm"}
 SENSITIVITY_ROWS = {"fpgm-sens"}  # per-group ratios from measured sensitivity curves, within the same MACs budget
+SEARCH_ROWS = {"fpgm-lat"}  # per-group ratios searched under a batch-64 latency target and the MACs budget
 TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
 ROWS = (*OURS, *TP_ROWS)
 FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
@@ -77,6 +83,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "instead of cross-entropy alone; same optimiser, schedule and epochs")
     p.add_argument("--mimic", type=float, default=0.0,
                    help="with --kd: weight of stage-output feature mimicking (the `mimic` loss) beside KD (default 0: off)")
+    p.add_argument("--speedup-b64", type=float, default=1.6,
+                   help="fpgm-lat: the batch-64 ONNX Runtime speed-up its searched ratios must reach (default 1.6x)")
     p.add_argument("--calibration-batches", type=int, default=4, help="training batches of 64 for taylor and hrank")
     p.add_argument("--sensitivity-batches", type=int, default=4,
                    help="*-sens rows: validation batches of 256 scored per point of each group's curve")
@@ -89,7 +97,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def prune_ours(baseline, name: str, args, data, calibration) -> tuple[torch.nn.Module, dict]:
+def searched_config(baseline, args, data, config: PruneConfig, out_dir: Path) -> tuple[PruneConfig, dict]:
+    """The per-group ratios of the most accurate candidate (BatchNorm-recalibrated proxy) whose
+    measured batch-64 latency and MACs meet both targets; the search resumes from `out_dir`."""
+    if config.budget is None:
+        raise SystemExit("fpgm-lat: the search needs the MACs budget (--macs-keep), not --ratio")
+    start = time.perf_counter()
+    quick = {"population": 4, "generations": 1, "proxy": {"calibration_batches": 1, "val_batches": 1},
+             "latency": {"entry_seconds": 0.02, "model_seconds": 0.2, "calibration_models": 3, "verify_top": 2}}
+    latency = {"batch_size": 64, "threads": args.threads or 1, **(quick["latency"] if args.quick else {})}
+    options = {**(quick if args.quick else {}), "latency": latency}
+    found = search(baseline, data, SearchConfig(budget=f"latency:{args.speedup_b64}x", limits=[f"macs:{args.macs_keep}"],
+                                                criterion="fpgm", ratios=(*DEFAULT_RATIOS, 0.9), progress=False, **options),
+                   out_dir=out_dir)
+    return found.prune_config(), {"search_minutes": round((time.perf_counter() - start) / 60, 2), "candidates": len(found.candidates),
+                      "proxy_top1": found.chosen["top1"], "meets_target_in_search": found.chosen["meets_target"],
+                      "group_ratios": {k: round(v, 3) for k, v in found.plan.items()}}
+
+
+def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> tuple[torch.nn.Module, dict]:
     scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
     target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
     config = PruneConfig(criterion=OURS[name], aggregate=args.aggregate, **target, **scope)
@@ -102,8 +128,11 @@ def prune_ours(baseline, name: str, args, data, calibration) -> tuple[torch.nn.M
                                             batches=1 if args.quick else args.sensitivity_batches)
         extra = {"sensitivity_minutes": round((time.perf_counter() - start) / 60, 2),
                  "group_ratios": {k: round(v, 3) for k, v in config.ratios.items()}}
+    elif name in SEARCH_ROWS:
+        config, extra = searched_config(baseline, args, data, config, run_dir.with_suffix(".search"))
     result = prune(baseline, config=config, data=calibration)
-    return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": args.aggregate,
+    aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
+    return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
                           "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
 
 
@@ -113,7 +142,7 @@ def finetuned_row(name: str, baseline, args, data, calibration, config, top1, ba
     The fine-tuning checkpoints every epoch in `run_dir`, so a killed run resumes mid-row."""
     start = time.perf_counter()
     if name in OURS:
-        model, extra = prune_ours(baseline, name, args, data, calibration)
+        model, extra = prune_ours(baseline, name, args, data, calibration, run_dir)
     else:
         model, extra = torch_pruning_prune(baseline, name.split("-", 1)[1], calibration, full_ratio=FULL_RATIO)
     pruned_top1 = top1(model)
