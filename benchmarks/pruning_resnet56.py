@@ -105,7 +105,8 @@ def searched_config(baseline, args, data, config: PruneConfig, out_dir: Path) ->
     start = time.perf_counter()
     quick = {"population": 4, "generations": 1, "proxy": {"calibration_batches": 1, "val_batches": 1},
              "latency": {"entry_seconds": 0.02, "model_seconds": 0.2, "calibration_models": 3, "verify_top": 2}}
-    latency = {"batch_size": 64, "threads": args.threads or 1, **(quick["latency"] if args.quick else {})}
+    # one ORT thread whatever --threads trains with: the tables' timing, and the saved search resumes
+    latency = {"batch_size": 64, "threads": 1, **(quick["latency"] if args.quick else {})}
     options = {**(quick if args.quick else {}), "latency": latency}
     found = search(baseline, data, SearchConfig(budget=f"latency:{args.speedup_b64}x", limits=[f"macs:{args.macs_keep}"],
                                                 criterion="fpgm", ratios=(*DEFAULT_RATIOS, 0.9), progress=False, **options),
