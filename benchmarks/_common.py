@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# --quick searches: latency timed briefly, few whole models (smoke runs, not measurements)
+QUICK_SEARCH_LATENCY = {"entry_seconds": 0.02, "model_seconds": 0.2, "calibration_models": 3, "verify_top": 2}
 
 
 def add_io_args(parser: argparse.ArgumentParser) -> None:

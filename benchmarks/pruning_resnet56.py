@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from _common import (
+    QUICK_SEARCH_LATENCY,
     RowCache,
     add_budget_args,
     add_io_args,
@@ -97,23 +98,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 
-def searched_config(baseline, args, data, config: PruneConfig, out_dir: Path) -> tuple[PruneConfig, dict]:
+def searched_config(baseline, args, data, out_dir: Path) -> tuple[PruneConfig, dict]:
     """The per-group ratios of the most accurate candidate (BatchNorm-recalibrated proxy) whose
     measured batch-64 latency and MACs meet both targets; the search resumes from `out_dir`."""
-    if config.budget is None:
-        raise SystemExit("fpgm-lat: the search needs the MACs budget (--macs-keep), not --ratio")
     start = time.perf_counter()
-    quick = {"population": 4, "generations": 1, "proxy": {"calibration_batches": 1, "val_batches": 1},
-             "latency": {"entry_seconds": 0.02, "model_seconds": 0.2, "calibration_models": 3, "verify_top": 2}}
+    quick = {"population": 4, "generations": 1, "proxy": {"calibration_batches": 1, "val_batches": 1}} if args.quick else {}
     # one ORT thread whatever --threads trains with: the tables' timing, and the saved search resumes
-    latency = {"batch_size": 64, "threads": 1, **(quick["latency"] if args.quick else {})}
-    options = {**(quick if args.quick else {}), "latency": latency}
+    latency = {"batch_size": 64, "threads": 1, **(QUICK_SEARCH_LATENCY if args.quick else {})}
     found = search(baseline, data, SearchConfig(budget=f"latency:{args.speedup_b64}x", limits=[f"macs:{args.macs_keep}"],
-                                                criterion="fpgm", ratios=(*DEFAULT_RATIOS, 0.9), progress=False, **options),
-                   out_dir=out_dir)
-    return found.prune_config(), {"search_minutes": round((time.perf_counter() - start) / 60, 2), "candidates": len(found.candidates),
-                      "proxy_top1": found.chosen["top1"], "meets_target_in_search": found.chosen["meets_target"],
-                      "group_ratios": {k: round(v, 3) for k, v in found.plan.items()}}
+                                                criterion="fpgm", ratios=(*DEFAULT_RATIOS, 0.9), progress=False,
+                                                latency=latency, **quick), out_dir=out_dir)
+    return found.prune_config(), {
+        "search_minutes": round((time.perf_counter() - start) / 60, 2), "candidates": len(found.candidates),
+        "proxy_top1": found.chosen["top1"], "meets_target_in_search": found.chosen["meets_target"],
+        "group_ratios": {k: round(v, 3) for k, v in found.plan.items()}}
 
 
 def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> tuple[torch.nn.Module, dict]:
@@ -121,16 +119,16 @@ def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> t
     target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
     config = PruneConfig(criterion=OURS[name], aggregate=args.aggregate, **target, **scope)
     extra = {}
+    if name in SENSITIVITY_ROWS | SEARCH_ROWS and config.budget is None:
+        raise SystemExit(f"{name}: its per-group ratios are chosen within the MACs budget (--macs-keep), not --ratio")
     if name in SENSITIVITY_ROWS:
-        if config.budget is None:
-            raise SystemExit(f"{name}: the sensitivity allocation needs the MACs budget (--macs-keep), not --ratio")
         start = time.perf_counter()
         curves, config = sensitivity_config(baseline, data, config, calibration=calibration,
                                             batches=1 if args.quick else args.sensitivity_batches)
         extra = {"sensitivity_minutes": round((time.perf_counter() - start) / 60, 2),
                  "group_ratios": {k: round(v, 3) for k, v in config.ratios.items()}}
     elif name in SEARCH_ROWS:
-        config, extra = searched_config(baseline, args, data, config, run_dir.with_suffix(".search"))
+        config, extra = searched_config(baseline, args, data, run_dir.with_suffix(".search"))
     result = prune(baseline, config=config, data=calibration)
     aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
     return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,

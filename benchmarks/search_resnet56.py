@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from _common import (
+    QUICK_SEARCH_LATENCY,
     RowCache,
     add_budget_args,
     add_io_args,
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = jpeg_baseline("resnet56", data, args)
     example = (torch.randn(2, *data.input_size),)
     work = Path(args.work) if args.work else ROOT / "runs" / (NAME + ("-quick" if args.quick else ""))
-    latency = LatencyConfig(threads=args.threads, **({"entry_seconds": 0.02, "model_seconds": 0.2,
-                                                      "calibration_models": 3, "verify_top": 2} if args.quick else {}))
+    latency = LatencyConfig(threads=args.threads, **(QUICK_SEARCH_LATENCY if args.quick else {}))
     finetune = TrainConfig(epochs=1 if args.quick else args.epochs, lr=args.lr, nesterov=True, weight_decay=5e-4,
                            limit_batches=3 if args.quick else args.limit_batches, seed=args.seed, progress=sys.stdout.isatty())
     search_options = {
