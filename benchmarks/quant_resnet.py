@@ -13,6 +13,8 @@ Baselines: `../shared/weights/cifar10-jpeg/resnet{20,32}.pth` (88.29 / 89.10 %).
   8 bits), `bwn-a8` / `twn-a8`: binary / ternary weights with 8-bit activations. QAT fine-tunes
   the BN-folded fake-quant model on the training engine (AdamW, peak lr 3e-4 - 1e-4 at 8 bits -
   cosine, gradient clipping 2, random crop + flip, batch 128) with KD from the float model;
+  `w2a2-lsq-prog` is progressive quantisation: W2A2 QAT started from the `w4a4-lsq` row's trained
+  weights (its `train_epochs` counts both), still distilling from the float model;
 - `cluster16`, `cluster32`: k-means weight sharing, `bytes` = Huffman-coded indices + codebooks
   + the FP32 rest (no int8 file: the graph is the FP32 one);
 - `mixed-<budget>`: per-layer weight bits from measured sensitivity, weights within `budget` x
@@ -56,6 +58,7 @@ from deepshrink.quantization import (
 )
 from deepshrink.quantization.cpu import int8_dot_saturates
 from deepshrink.quantization.int8_export import paired_latency_ms
+from deepshrink.quantization.progressive import latent_float_model
 from deepshrink.quantization.qat import QAT_DEFAULTS
 from deepshrink.quantization.sizing import float_bytes
 
@@ -64,6 +67,7 @@ OBSERVERS = ("minmax", "moving_average", "percentile", "mse", "kl")
 QAT_ROWS = {  # name -> config
     "w8a8-qat": {"bits": 8}, "w4a4-lsq": {"bits": 4}, "w3a3-lsq": {"bits": 3}, "w2a2-lsq": {"bits": 2},
     "bwn-a8": {"weight": "bwn", "act_bits": 8}, "twn-a8": {"weight": "twn", "act_bits": 8},
+    "w2a2-lsq-prog": {"bits": 2, "start": "w4a4-lsq"},  # progressive: from the W4A4 row's weights
 }
 
 
@@ -185,15 +189,28 @@ class Bench:
 
     def qat(self, config: dict, name: str) -> dict:
         """QAT checkpoints every epoch in WORK/ARCH-NAME.train, so a killed row resumes mid-way."""
+        result, epochs = self.qat_result(config, name, onnx_path=self.tmp / "qat.onnx")
+        return self.deployed(result) | {"train_epochs": epochs} | ({"start": config["start"]} if "start" in config else {})
+
+    def qat_result(self, config: dict, name: str, onnx_path: Path | None = None) -> tuple[Any, int]:
+        """(quantize's result, QAT epochs in all). A row with "start" first rebuilds that row (its
+        finished checkpoint makes this a resume with nothing left to train) and starts from its
+        latent weights, distilling from the float model: progressive quantisation."""
+        config = dict(config)
+        start, teacher, epochs_before = self.model, None, 0
+        if "start" in config:
+            source = config.pop("start")
+            before, epochs_before = self.qat_result(QAT_ROWS[source], source)
+            start, teacher = latent_float_model(before.model, self.model), self.model
         low = config.get("bits", 2) <= 3 or "weight" in config
         train = self.train_config(self.args.low_bit_epochs if low else self.args.qat_epochs)
         if config.get("bits") == 8:  # an 8-bit grid needs only a nudge: 3e-4 cost 0.2 points more in 40 steps
             train["lr"] = 1e-4
         advanced = {"distill_weight": 1.0, "qat_batchnorm": self.args.qat_batchnorm}
         options = {"method": "qat", "calibration_size": len(self.calibration), "advanced": advanced, "train": train, **config}
-        result = quantize(self.model, self.data, config=options, onnx_path=self.tmp / "qat.onnx",
+        result = quantize(start, self.data, config=options, onnx_path=onnx_path, teacher=teacher,
                           train_dir=self.work / f"{self.arch}-{name}.train", resume=True)
-        return self.deployed(result) | {"train_epochs": options["train"]["epochs"]}
+        return result, epochs_before + train["epochs"]
 
     def ort_static(self, reduce_range: bool | None = None) -> dict:
         path = ort_quantize_static(self.model, list(self.calibration.split(64)), self.tmp / "ort_static.onnx",

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import deepshrink
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, ModelError
 from deepshrink.quantization import ACT_QUANTIZERS, OBSERVERS, WEIGHT_QUANTIZERS, Advanced
 from deepshrink.quantization.primitives import QuantGrid
 from quant_models import normalized
@@ -167,3 +167,32 @@ def test_resuming_qat_under_other_quantisation_settings_is_refused_by_field(trai
     with pytest.raises(ConfigError, match=r"advanced\.qat_batchnorm: .* with advanced\.qat_batchnorm=False"):
         deepshrink.quantize(trained, bundle, config={**config, "advanced": {"qat_batchnorm": True}}, train_dir=tmp_path,
                             resume=True)
+
+
+def test_progressive_quantisation_starts_from_the_higher_bit_models_latent_weights(trained, bundle):
+    x, y = normalized(bundle.test)
+    config = {"method": "qat", "first_last_bits": None, "train": TRAIN, "advanced": {"keep_calibrated": False}}
+    w4 = deepshrink.quantize(trained, bundle, bits=4, config=config)
+    latent = deepshrink.quantization.latent_float_model(w4.model, trained)
+    trained_conv = dict(w4.model.named_parameters())["conv2.weight"]
+    assert torch.equal(latent.conv2.weight, trained_conv) and latent.conv2.weight is not trained_conv
+    assert not any(n.endswith("scale") for n, _ in latent.named_parameters())  # a float model: no quantisers
+    w2 = deepshrink.quantize(latent, bundle, bits=2, config=config, teacher=trained)
+    with torch.no_grad():
+        assert (w2.model(x).argmax(1) == y).float().mean() >= 0.8
+    assert w2.report["layer_bits"]["conv2"] == 2
+
+
+def test_latent_weights_of_an_untrained_quantisation_are_the_folded_float_model(trained, bundle):
+    x, _ = normalized(bundle.test)
+    untrained = deepshrink.quantize(trained, bundle, method="qat", bits=4, config={"train": {**TRAIN, "epochs": 0}})
+    latent = deepshrink.quantization.latent_float_model(untrained.model, trained)
+    with torch.no_grad():
+        torch.testing.assert_close(latent(x), deepshrink.quantization.fold_bn(trained)(x), rtol=0, atol=0)
+
+
+def test_latent_weights_from_another_models_quantisation_are_refused(trained, bundle):
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    quantized = deepshrink.quantize(trained, bundle, bits=8).model
+    with pytest.raises(ModelError, match=r"tensor '0.weight'.*was it quantised from this model"):
+        deepshrink.quantization.latent_float_model(quantized, other)

@@ -23,6 +23,7 @@ from deepshrink.quantization.folding import fold_bn
 from deepshrink.quantization.int8_export import export_int8_onnx
 from deepshrink.quantization.mixed import layer_sensitivity, mixed_precision
 from deepshrink.quantization.observers import OBSERVERS
+from deepshrink.quantization.progressive import latent_float_model
 from deepshrink.quantization.weight_quant import WEIGHT_QUANTIZERS
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "export_int8_onnx",
     "finetune_centroids",
     "fold_bn",
+    "latent_float_model",
     "layer_sensitivity",
     "mixed_precision",
     "ort_quantize_static",

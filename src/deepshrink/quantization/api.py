@@ -70,6 +70,7 @@ def quantize(
     input_size: tuple[int, ...] | None = None,
     train_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    teacher: nn.Module | None = None,
 ) -> QuantizeResult:
     """Quantise `model` (W8A8 post-training quantisation by default).
 
@@ -78,12 +79,15 @@ def quantize(
     same fields of `config` (a QuantizeConfig or dict). With `onnx_path`, the int8 QDQ ONNX graph
     is written there (input size from the model's spec, else from the calibration images).
     QAT checkpoints every epoch into `train_dir` when given; `resume=True` continues from there
-    (calibration is deterministic, so the resumed run trains the same fake-quant model)."""
+    (calibration is deterministic, so the resumed run trains the same fake-quant model).
+    `teacher`: the model QAT distils from when `advanced.distill_weight` > 0 (default: `model`
+    itself; progressive quantisation passes the float model, see quantization.progressive)."""
     overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
     config = QuantizeConfig.coerce(config, **overrides)
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
     base, quantized, plan = prepare_model(model, config, batches)
-    quantized, history = METHODS[config.method](quantized, calibration_data, config, base,
+    quantized, history = METHODS[config.method](quantized, calibration_data, config,
+                                                base if teacher is None else teacher.eval(),
                                                 folded=plan["bn_folded"], batches=batches,
                                                 train_dir=train_dir, resume=resume)
     quantized.eval()
