@@ -3,7 +3,8 @@
 The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l1, taylor, hrank,
 bn; fpgm-sens: FPGM with per-group ratios allocated from measured sensitivity curves; fpgm-lat: FPGM
 with the per-group ratios `deepshrink.search` finds under 1/`--speedup-b64` of the baseline's ONNX Runtime
-latency at batch 64 and, as a further limit, the MACs budget) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+latency at batch 64 and, as a further limit, the MACs budget; fpgm-stages: FPGM with one ratio per
+stage, `--stage-ratios`, for the inner channels of each stage's blocks) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
@@ -57,9 +58,12 @@ from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
 OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm",
-        "fpgm-lat": "fpgm"}
+        "fpgm-lat": "fpgm", "fpgm-stages": "fpgm"}
 SENSITIVITY_ROWS = {"fpgm-sens"}  # per-group ratios from measured sensitivity curves, within the same MACs budget
 SEARCH_ROWS = {"fpgm-lat"}  # per-group ratios searched under a batch-64 latency target and the MACs budget
+# One ratio per stage: the per-convolution ORT profile (pruning_latency_layers) shows the last stage's
+# convolutions speed up in proportion to the channels removed, the first stage's conv1 hardly at all.
+STAGE_ROWS = {"fpgm-stages"}
 TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
 ROWS = (*OURS, *TP_ROWS)
 FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
@@ -76,6 +80,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=None,
                    help="our rows: this ratio in every group (Torch-Pruning's setting: equal MACs) instead of "
                         "solving --macs-keep, whose rounding removes 8 more channels somewhere")
+    p.add_argument("--stage-ratios", default="0.5,0.5,0.625",
+                   help="fpgm-stages: the inner-channel ratio of layer1,layer2,layer3 (default 0.5,0.5,0.625)")
     p.add_argument("--aggregate", choices=["producers", "group"], default="producers",
                    help="our l1/fpgm rows score the filters only or the whole coupled group (as Torch-Pruning does)")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
@@ -114,6 +120,17 @@ def searched_config(baseline, args, data, out_dir: Path) -> tuple[PruneConfig, d
         "group_ratios": {k: round(v, 3) for k, v in found.plan.items()}}
 
 
+def stage_ratios(text: str) -> dict[str, float]:
+    """"0.5,0.5,0.625" -> {layer1 groups: 0.5, layer2 groups: 0.5, layer3 groups: 0.625}."""
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--stage-ratios: expected three numbers like 0.5,0.5,0.625, got {text!r}") from None
+    if len(ratios) != 3 or not all(0 <= r < 1 for r in ratios):
+        raise SystemExit(f"--stage-ratios: expected three ratios in [0, 1), one per stage, got {text!r}")
+    return {rf"layer{stage}\..*": r for stage, r in enumerate(ratios, 1)}
+
+
 def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> tuple[torch.nn.Module, dict]:
     scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
     target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
@@ -129,6 +146,9 @@ def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> t
                  "group_ratios": {k: round(v, 3) for k, v in config.ratios.items()}}
     elif name in SEARCH_ROWS:
         config, extra = searched_config(baseline, args, data, run_dir.with_suffix(".search"))
+    elif name in STAGE_ROWS:
+        config = config.model_copy(update={"ratio": 0.0, "budget": None, "ratios": stage_ratios(args.stage_ratios)})
+        extra = {"stage_ratios": args.stage_ratios}
     result = prune(baseline, config=config, data=calibration)
     aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
     return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
