@@ -4,7 +4,9 @@ The baseline is `../shared/weights/cifar10-jpeg/resnet56.pth`. Our rows (fpgm, l
 bn; fpgm-sens: FPGM with per-group ratios allocated from measured sensitivity curves; fpgm-lat: FPGM
 with the per-group ratios `deepshrink.search` finds under 1/`--speedup-b64` of the baseline's ONNX Runtime
 latency at batch 64 and, as a further limit, the MACs budget; fpgm-stages: FPGM with one ratio per
-stage, `--stage-ratios`, for the inner channels of each stage's blocks) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+stage, `--stage-ratios`, for the inner channels of each stage's blocks; fpgm-depth: every inner
+group halved as `--ratio 0.5`, then the `--drop-blocks` residual branches of the first stage whose
+replacement by their mean output loses least are dropped, `deepshrink.pruning.drop_branches`) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
@@ -52,18 +54,21 @@ from deepshrink.metrics import evaluate, profile
 from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.nas.search import SearchConfig, search
 from deepshrink.nas.search.config import DEFAULT_RATIOS
-from deepshrink.pruning import PruneConfig, prune, sensitivity_config
+from deepshrink.pruning import PruneConfig, drop_branches, prune, sensitivity_config
 from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
 OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm",
-        "fpgm-lat": "fpgm", "fpgm-stages": "fpgm"}
+        "fpgm-lat": "fpgm", "fpgm-stages": "fpgm", "fpgm-depth": "fpgm"}
 SENSITIVITY_ROWS = {"fpgm-sens"}  # per-group ratios from measured sensitivity curves, within the same MACs budget
 SEARCH_ROWS = {"fpgm-lat"}  # per-group ratios searched under a batch-64 latency target and the MACs budget
 # One ratio per stage: the per-convolution ORT profile (pruning_latency_layers) shows the last stage's
 # convolutions speed up in proportion to the channels removed, the first stage's conv1 hardly at all.
 STAGE_ROWS = {"fpgm-stages"}
+# Every inner group halved, then whole first-stage branches dropped: MLAS runs that stage's
+# 8-channel convolutions slowly, so removing a block there buys more time than thinning elsewhere.
+DEPTH_ROWS = {"fpgm-depth"}
 TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
 ROWS = (*OURS, *TP_ROWS)
 FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
@@ -82,6 +87,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "solving --macs-keep, whose rounding removes 8 more channels somewhere")
     p.add_argument("--stage-ratios", default="0.5,0.5,0.625",
                    help="fpgm-stages: the inner-channel ratio of layer1,layer2,layer3 (default 0.5,0.5,0.625)")
+    p.add_argument("--drop-blocks", type=int, default=2,
+                   help="fpgm-depth: residual branches of the first stage dropped after halving (default 2)")
     p.add_argument("--aggregate", choices=["producers", "group"], default="producers",
                    help="our l1/fpgm rows score the filters only or the whole coupled group (as Torch-Pruning does)")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
@@ -146,12 +153,19 @@ def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> t
                  "group_ratios": {k: round(v, 3) for k, v in config.ratios.items()}}
     elif name in SEARCH_ROWS:
         config, extra = searched_config(baseline, args, data, run_dir.with_suffix(".search"))
+    elif name in DEPTH_ROWS:
+        config = config.model_copy(update={"ratio": 0.5, "budget": None})
     elif name in STAGE_ROWS:
         config = config.model_copy(update={"ratio": 0.0, "budget": None, "ratios": stage_ratios(args.stage_ratios)})
         extra = {"stage_ratios": args.stage_ratios}
     result = prune(baseline, config=config, data=calibration)
+    model = result.model
+    if name in DEPTH_ROWS:
+        dropped = drop_branches(model, count=args.drop_blocks, within=r"^layer1\.", data=calibration)
+        model, extra = dropped.model, {"dropped_branches": dropped.report["dropped"],
+                                       "depth_rel_error": dropped.report["verified_rel_error"]}
     aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
-    return result.model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
+    return model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
                           "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
 
 

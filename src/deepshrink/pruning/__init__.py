@@ -1,5 +1,6 @@
 """Structured pruning (graph-aware, physically removing channels, verified) and unstructured
-pruning (magnitude, N:M, gradual schedules), with their training callbacks and sensitivity analysis.
+pruning (magnitude, N:M, gradual schedules), depth pruning (whole residual branches, `depth`), with
+their training callbacks and sensitivity analysis.
 
 Layers, as in Torch-Pruning: per-layer ops (layer_ops, weighted_ops, functional_ops, shape_ops) ->
 dependency graph and coupled groups (graph) -> importance (importance, CRITERIA) -> policy ->
@@ -18,6 +19,7 @@ from deepshrink.pruning.config import (
     Scope,
     UnstructuredConfig,
 )
+from deepshrink.pruning.depth import DepthResult, drop_branches, find_branches
 from deepshrink.pruning.functional_ops import register_op
 from deepshrink.pruning.graph import DependencyGraph, Group, build_graph
 from deepshrink.pruning.importance import CRITERIA, ScoringContext
@@ -42,6 +44,8 @@ __all__ = [
     "apply_plan",
     "build_graph",
     "compose_plans",
+    "drop_branches",
+    "find_branches",
     "make_plan",
     "plot_sensitivity",
     "propose_ratios",
@@ -58,6 +62,7 @@ __all__ = [
     "validation_score",
     "verify_surgery",
     "Advanced",
+    "DepthResult",
     "Budget",
     "DependencyGraph",
     "GradualPruning",
