@@ -50,6 +50,10 @@ def test_valid_recipe_parses_with_typed_steps(tmp_path: Path) -> None:
          "recipe.yaml:6: step 2 'prune': sensitivity sets the per-group ratios itself: leave ratio, ratios and policy out"),
         ("{criterion: fpgm, ratio: 0.5}", "{criterion: fpgm, sensitivity: {}}",
          "sensitivity needs exactly one of budget (allocate within it) and sensitivity.max_drop"),
+        ("{criterion: fpgm, ratio: 0.5}", "{criterion: fpgm, ratio: 0.5, depth: {within: layer1}}",
+         "recipe.yaml:6: step 2 'prune': field 'depth': depth needs exactly one of count and names"),
+        ("{criterion: fpgm, ratio: 0.5}", "{criterion: fpgm, ratio: 0.5, depth: {count: 1}, schedule: {kind: iterative}}",
+         "depth drops branches once, after the channels: it needs schedule one_shot"),
         ("  - export: {}", "  - distill: {temperature: 4}", "recipe.yaml:8: step 4 'distill': invalid DistillStepOptions: teachers: Field required"),
     ],
 )

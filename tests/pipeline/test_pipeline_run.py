@@ -132,3 +132,29 @@ steps:
     assert report_md.count("data:image/png") == 0 and (tmp_path / "run" / "report.html").read_text().count(
         "data:image/png;base64") >= 2
     assert "val" in report["steps"][4]["evaluate"]
+
+
+def test_prune_step_drops_residual_branches_after_the_channels(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 4)):
+        for name in ("a", "b"):
+            (tmp_path / "images" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "images" / split / name / f"{i}.png")
+    recipe = tmp_path / "depth.yaml"
+    recipe.write_text(f"""\
+model: {{name: resnet20}}
+data: imagefolder:{tmp_path / "images"}
+steps:
+  - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\\\.'}}, finetune: {{epochs: 1, batch_size: 8}}}}
+""")
+    report = compress(recipe, out=tmp_path / "run", smoke=True)
+    dropped = report["steps"][0]["depth"]["dropped"]
+    assert len(dropped) == 2 and all(name.startswith("layer1.") for name in dropped)
+    depth = json.loads((tmp_path / "run" / "steps" / "01-prune" / "depth.json").read_text())
+    assert depth["dropped"] == dropped and depth["verified_rel_error"] <= 1e-4
+    assert report["stages"][1]["macs"] < report["stages"][0]["macs"] / 2  # halved channels, then two blocks less

@@ -110,3 +110,48 @@ def test_finetuning_distills_from_the_unpruned_model_by_default(tmp_path, monkey
         assert student < teacher and alpha == 0.1 and temperature == 4.0  # the teacher is the unpruned model
     else:
         assert calls == []
+
+
+def _rgb_folder(root, per_class: int = 12):
+    """A tiny 32x32 RGB image folder (the CIFAR ResNets take 3 channels; the digits are grey)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 4)):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
+    return f"imagefolder:{root}"
+
+
+def test_drop_blocks_removes_whole_branches_after_the_channels(tmp_path) -> None:
+    out = tmp_path / "out"
+    data = _rgb_folder(tmp_path / "images")
+    code = main(["prune", "--model", "resnet20", "--data", data, "--ratio", "0.5", "--drop-blocks", "2",
+                 "--drop-within", "^layer1\\.", "--finetune-epochs", "1", "--batch-size", "8", "--limit-batches", "2", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = json.loads((out / "depth_report.json").read_text())
+    assert len(metrics["depth"]["dropped"]) == 2 and all(n.startswith("layer1.") for n in metrics["depth"]["dropped"])
+    channels_only = json.loads((out / "prune_report.json").read_text())["macs"]["after"]
+    assert metrics["macs"]["after"] < channels_only and report["verified_rel_error"] <= 1e-4
+    model = load(out)
+    weighted = [name for name, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    assert not [n for n in weighted if n.startswith(tuple(f"{d}." for d in metrics["depth"]["dropped"]))]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--drop-blocks", "1"], "--drop-blocks needs --data"),
+    (["--drop-within", "layer1"], "--drop-within needs --drop-blocks"),
+    (["--drop-blocks", "1", "--data", "digits", "--steps", "2"], "cannot be combined with --steps"),
+    (["--drop-blocks", "-1", "--data", "digits"], "DepthOptions field 'count'"),
+    (["--drop-blocks", "1", "--data", "RGB", "--drop-within", "stage9", "--limit-batches", "1"],
+     "within='stage9' matches no residual branch"),
+])
+def test_drop_blocks_errors_are_one_line(tmp_path, capsys, args, message) -> None:
+    args = [_rgb_folder(tmp_path / "images") if a == "RGB" else a for a in args]
+    code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in " ".join(err.split()), err

@@ -4,6 +4,7 @@ model directory (model.safetensors + model.json holding the replayable plan), me
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,13 +76,19 @@ def _calibration(data, count: int) -> list:
               help="With --sensitivity and no budget: points each group may lose.")
 @click.option("--sensitivity-batches", type=int, default=8, show_default=True,
               help="Validation batches (of 256) scored per point of the curves.")
+@click.option("--drop-blocks", type=int, default=None,
+              help="Depth pruning after the channels: drop this many residual branches, those whose replacement by "
+                   "their mean output loses least (needs --data).")
+@click.option("--drop-within", default=None,
+              help="Regex the dropped branches' names must match, e.g. '^layer1\\.' for the first stage.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="YAML/JSON with PruneConfig fields; flags override it.")
 @click.option("--onnx", "export_onnx", is_flag=True, help="Also export the pruned model to OUT/model.onnx.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batch_size, lr, limit_batches, export_onnx,
-                  out, use_sensitivity, max_drop, sensitivity_batches, **options) -> None:
-    """Prune channels (verified surgery) and save the smaller model with its plan.
+                  out, use_sensitivity, max_drop, sensitivity_batches, drop_blocks, drop_within, **options) -> None:
+    """Prune channels (verified surgery) and save the smaller model with its plan; with
+    --drop-blocks also whole residual branches (depth pruning).
 
     Example: deepshrink prune --model resnet32 --weights ../shared/weights/cifar10-jpeg/resnet32.pth
     --criterion fpgm --ratio 0.5 --out runs/r32-fpgm
@@ -97,6 +104,7 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batc
         _check_sensitivity_flags(config, options, data_spec, max_drop, sensitivity_batches)
     elif max_drop is not None:
         raise ConfigError("--max-drop needs --sensitivity")
+    depth = _depth_options(drop_blocks, drop_within, data_spec, config)
     out_dir = Path(out)
     data = None
     if data_spec:
@@ -111,26 +119,53 @@ def prune_command(model_name, weights, data_spec, finetune_epochs, distill, batc
         write_json(out_dir / "prune_config.json", config.model_dump(mode="json"))
     teacher = model if distill else None
     finetune = _finetuner(data, finetune_epochs, batch_size, lr, limit_batches, teacher) if finetune_epochs else None
-    result = prune(model, config=config, data=calibration, finetune=finetune)
-    save_model(result.model, out_dir)
-    metrics: dict[str, Any] = {key: result.report[key] for key in ("params", "macs", "ratio", "verification")}
+    result = prune(model, config=config, data=calibration, finetune=None if depth else finetune)
+    # a copy: depth pruning updates the "after" counts, the channel report stays as it was
+    metrics: dict[str, Any] = copy.deepcopy({key: result.report[key] for key in ("params", "macs", "ratio", "verification")})
+    pruned = result.model
+    if depth is not None:
+        from deepshrink.metrics import count_params, macs
+        from deepshrink.pruning import drop_branches
+
+        dropped = drop_branches(pruned, data=calibration, **depth.model_dump())
+        write_json(out_dir / "depth_report.json", dropped.report)
+        pruned = finetune(dropped.model) if finetune else dropped.model
+        metrics["depth"] = {"dropped": dropped.report["dropped"]}
+        metrics["params"]["after"], metrics["macs"]["after"] = count_params(pruned), macs(pruned)[0]
+    save_model(pruned, out_dir)
     if data is not None:
         from deepshrink.metrics import evaluate
 
         metrics["test"] = {"before": evaluate(model, data, limit_batches=limit_batches),
-                           "after": evaluate(result.model, data, limit_batches=limit_batches)}
+                           "after": evaluate(pruned, data, limit_batches=limit_batches)}
     if export_onnx:
         from deepshrink.export import export_onnx as write_onnx
 
-        metrics["onnx"] = str(write_onnx(result.model, out_dir / "model.onnx"))
+        metrics["onnx"] = str(write_onnx(pruned, out_dir / "model.onnx"))
     write_json(out_dir / "metrics.json", metrics)
     write_json(out_dir / "prune_report.json", result.report)
     print_kv_table("pruned", {
-        "params": f"{result.report['params']['before']:,} -> {result.report['params']['after']:,}",
-        "MACs": f"{result.report['macs']['before']:,} -> {result.report['macs']['after']:,}",
+        "params": f"{metrics['params']['before']:,} -> {metrics['params']['after']:,}",
+        "MACs": f"{metrics['macs']['before']:,} -> {metrics['macs']['after']:,}",
         "ratio": result.report["ratio"],
+        **({"dropped branches": ", ".join(metrics["depth"]["dropped"])} if depth is not None else {}),
     })
     console.print(f"wrote {out_dir}")
+
+
+def _depth_options(count: int | None, within: str | None, data_spec: str | None, config):
+    """DepthOptions from --drop-blocks/--drop-within, checked before any work."""
+    from deepshrink.pruning.config import DepthOptions, parse_config
+
+    if count is None:
+        if within is not None:
+            raise ConfigError("--drop-within needs --drop-blocks")
+        return None
+    if not data_spec:
+        raise ConfigError("--drop-blocks needs --data (the branches are scored on training images)")
+    if config.schedule.kind != "one_shot":
+        raise ConfigError("--drop-blocks drops branches once, after the channels: it cannot be combined with --steps")
+    return parse_config(DepthOptions, None, count=count, within=within)
 
 
 def _check_sensitivity_flags(config, options: dict[str, Any], data_spec: str | None, max_drop: float | None,

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepshrink.errors import ConfigError
 from deepshrink.pruning.selection import LayerSelection
@@ -99,6 +100,28 @@ class SensitivityOptions(BaseModel):
     batches: int = Field(default=8, ge=1, description="validation batches (of 256) scored per point of a curve")
     ratios: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.25, 0.5, 0.75],
                                                                   min_length=1)
+
+
+class DepthOptions(BaseModel):
+    """Depth pruning after the channels (`drop_branches`): the `count` residual branches whose
+    replacement by their mean output loses least, or the branches `names`; `within` restricts the
+    choice to names matching a regex (e.g. "^layer1\\." for the first stage)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: int | None = Field(default=None, ge=0, description="how many branches to drop, the lowest-scored first")
+    names: list[str] | None = Field(default=None, min_length=1, description="which branches to drop")
+    within: str | None = Field(default=None, description="regex the dropped branches' names must match")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> "DepthOptions":
+        if (self.count is None) == (self.names is None):
+            raise ValueError("depth needs exactly one of count and names")
+        if self.within is not None:
+            try:
+                re.compile(self.within)
+            except re.error as exc:
+                raise ValueError(f"within is not a regular expression: {exc}") from None
+        return self
 
 
 class Scope(str, Enum):

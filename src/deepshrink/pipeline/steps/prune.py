@@ -10,16 +10,19 @@ from pydantic import model_validator
 
 from deepshrink.pipeline.context import RunContext
 from deepshrink.pipeline.steps.base import Step, StepOutput, register_step
-from deepshrink.pruning.config import Policy, PruneConfig, SensitivityOptions
+from deepshrink.pruning.config import DepthOptions, Policy, PruneConfig, SensitivityOptions
 from deepshrink.training import TrainConfig
 
 
 class PruneStepOptions(PruneConfig):
     finetune: TrainConfig | None = None
     sensitivity: SensitivityOptions | None = None
+    depth: DepthOptions | None = None  # whole residual branches dropped after the channels, before fine-tuning
 
     @model_validator(mode="after")
     def _sensitivity_sets_the_ratios(self) -> PruneStepOptions:
+        if self.depth is not None and self.schedule.kind != "one_shot":
+            raise ValueError("depth drops branches once, after the channels: it needs schedule one_shot")
         if self.sensitivity is None:
             return self
         if (self.budget is None) == (self.sensitivity.max_drop is None):
@@ -45,7 +48,7 @@ class PruneStep(Step):
         from deepshrink.fileio import write_json
         from deepshrink.pruning import prune
 
-        config = PruneConfig.model_validate(options.model_dump(exclude={"finetune", "sensitivity"}))
+        config = PruneConfig.model_validate(options.model_dump(exclude={"finetune", "sensitivity", "depth"}))
         finetune_config = ctx.train_config(options.finetune)
 
         history: list[dict] = []
@@ -65,9 +68,18 @@ class PruneStep(Step):
         if options.sensitivity is not None:
             config = _sensitivity_config(options.sensitivity, ctx, model, config, batches, step_dir)
             figures["pruning sensitivity per group (validation split)"] = step_dir / "sensitivity.png"
-        result = prune(model, config=config, data=batches, finetune=finetune)
+        result = prune(model, config=config, data=batches, finetune=None if options.depth else finetune)
         write_json(step_dir / "plan.json", result.plan)
-        return StepOutput(result.model, history=history, extra={"prune": _summary(result.report)}, figures=figures)
+        extra = {"prune": _summary(result.report)}
+        pruned = result.model
+        if options.depth is not None:
+            from deepshrink.pruning import drop_branches
+
+            dropped = drop_branches(pruned, data=batches, **options.depth.model_dump())
+            write_json(step_dir / "depth.json", dropped.report)
+            extra["depth"] = {"dropped": dropped.report["dropped"]}
+            pruned = finetune(dropped.model)
+        return StepOutput(pruned, history=history, extra=extra, figures=figures)
 
 
 def _sensitivity_config(options: SensitivityOptions, ctx: RunContext, model: nn.Module, config: PruneConfig,
