@@ -141,3 +141,31 @@ def test_report_macs_equal_the_shared_counter(name: str) -> None:
     result = prune(create_model(name).eval(), ratio=0.5, protect_ends=False)
     assert result.report["macs"]["after"] == macs(result.model)[0]
     assert result.report["params"]["after"] == count_params(result.model)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=(pytest.mark.slow,) if _large(n) else ()) for n in list_models()])
+def test_zoo_residual_branches_drop_verified_export_and_reload(name: str, tmp_path) -> None:
+    """Depth pruning on every zoo model: the lowest-scored residual branch goes, or a model
+    without one says so."""
+    from deepshrink.errors import ModelError
+    from deepshrink.pruning import drop_branches
+
+    model = create_model(name).eval()
+    x = _inputs(model)
+    try:
+        result = drop_branches(model, x, count=1)
+    except ModelError as exc:
+        assert "has no residual branch to drop" in str(exc)
+        # plain chains, dense concatenation and channel shuffles have no residual sum
+        assert name.removesuffix("_imagenet") in {"digits_cnn", "vgg16_bn", "squeezenet", "mobilenet_v1", "densenet_bc_100",
+                                                  "shufflenet_v2"}
+        return
+    assert result.report["verified_rel_error"] <= 1e-4 and len(result.report["dropped"]) == 1
+    save_model(result.model, tmp_path)
+    with torch.no_grad():
+        expected = result.model(x)
+        reloaded = load(tmp_path).eval()(x)
+    for got, want in zip(_tensors(reloaded), _tensors(expected)):
+        assert torch.equal(got, want)
+    onnx_out = run_onnx(export_onnx(result.model, tmp_path / "m.onnx"), x.numpy())
+    torch.testing.assert_close(torch.from_numpy(onnx_out), next(iter(_tensors(expected))), atol=1e-4, rtol=1e-3)

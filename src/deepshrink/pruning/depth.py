@@ -27,7 +27,7 @@ import torch.nn as nn
 from deepshrink.errors import ConfigError, ModelError, VerificationError
 from deepshrink.models.spec import TRANSFORMS, derive
 from deepshrink.pruning.trace import eval_mode, example_inputs_for, trace
-from deepshrink.pruning.verify import relative_error
+from deepshrink.pruning.verify import flat_tensors, relative_error
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 
@@ -237,7 +237,7 @@ def _verify(original: nn.Module, new: nn.Module, chosen: Sequence[Branch], const
     with eval_mode(reference), eval_mode(new), torch.no_grad():
         expected = _Capture(reference, set(), replace).run(*inputs)
         actual = new(*inputs)
-    error = relative_error(actual, expected)
+    error = max(relative_error(a, e) for a, e in zip(flat_tensors(actual), flat_tensors(expected)))
     if error > tolerance:
         raise VerificationError(f"dropping branches {', '.join(b.name for b in chosen)} changed the output by "
                                 f"{error:.3g} (relative) against the original with their outputs replaced "

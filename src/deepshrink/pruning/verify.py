@@ -40,12 +40,12 @@ def _kept_outputs(entry: Mapping, name: str, output: torch.Tensor, module: nn.Mo
     return output.index_select(dim, torch.as_tensor(kept, device=output.device))
 
 
-def _flat(outputs) -> list[torch.Tensor]:
+def flat_tensors(outputs) -> list[torch.Tensor]:
     if isinstance(outputs, torch.Tensor):
         return [outputs]
     if isinstance(outputs, Mapping):
         outputs = list(outputs.values())
-    return [t for o in outputs for t in _flat(o)] if isinstance(outputs, (list, tuple)) else []
+    return [t for o in outputs for t in flat_tensors(o)] if isinstance(outputs, (list, tuple)) else []
 
 
 def verify_surgery(original: nn.Module, pruned: nn.Module, plan: Mapping, inputs: Sequence[torch.Tensor], *,
@@ -73,7 +73,7 @@ def verify_surgery(original: nn.Module, pruned: nn.Module, plan: Mapping, inputs
         if error > tolerance:
             _fail(plan, name, f"relative error {error:.2e} > {tolerance:.0e}")
         worst = max(worst, error)
-    for index, (a, e) in enumerate(zip(_flat(actual), _flat(expected))):
+    for index, (a, e) in enumerate(zip(flat_tensors(actual), flat_tensors(expected))):
         error = relative_error(a, e) if a.shape == e.shape else float("inf")
         if error > tolerance:
             _fail(plan, f"model output #{index}", f"relative error {error:.2e} > {tolerance:.0e}")
