@@ -58,7 +58,7 @@ def _is_add(node: fx.Node) -> bool:
 
 def _ancestors(node: fx.Node, memo: dict[fx.Node, frozenset[fx.Node]]) -> frozenset[fx.Node]:
     """`node` and every node it depends on."""
-    stack, order = [node], []
+    stack = [node]
     while stack:  # iterative post-order: deep networks exceed Python's recursion limit
         current = stack.pop()
         if current in memo:
@@ -69,15 +69,16 @@ def _ancestors(node: fx.Node, memo: dict[fx.Node, frozenset[fx.Node]]) -> frozen
             stack.extend(missing)
             continue
         memo[current] = frozenset({current}).union(*(memo[n] for n in current.all_input_nodes))
-        order.append(current)
     return memo[node]
 
 
 def _has_parameters(gm: fx.GraphModule, nodes: Iterable[fx.Node]) -> bool:
-    return any(n.op == "call_module" and any(True for _ in gm.get_submodule(n.target).parameters()) for n in nodes)
+    return any(n.op == "call_module" and next(gm.get_submodule(n.target).parameters(), None) is not None
+               for n in nodes)
 
 
-def _prefix(gm: fx.GraphModule, nodes: Iterable[fx.Node], fallback: str) -> str:
+def _prefix(nodes: Iterable[fx.Node], fallback: str) -> str:
+    """The module path all of the branch's layers share, e.g. "layer1.5"."""
     targets = [n.target.split(".") for n in nodes if n.op == "call_module"]
     common: list[str] = []
     for parts in zip(*targets) if targets else ():
@@ -104,7 +105,7 @@ def find_branches(gm: fx.GraphModule) -> list[Branch]:
         owned = nodes | {node}
         exclusive = all(user in owned for n in nodes for user in n.users) and len(output.users) == 1
         if exclusive and not any(n.op == "placeholder" for n in nodes):
-            branches.append(Branch(_prefix(gm, nodes, node.name), node.name, output.name,
+            branches.append(Branch(_prefix(nodes, node.name), node.name, output.name,
                                    frozenset(n.name for n in nodes)))
     names = [b.name for b in branches]
     if len(set(names)) != len(names):  # prefixes collide (e.g. two sums in one block): use the sums' names
