@@ -150,7 +150,7 @@ def test_prune_step_drops_residual_branches_after_the_channels(tmp_path: Path) -
 model: {{name: resnet20}}
 data: imagefolder:{tmp_path / "images"}
 steps:
-  - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\\\.'}}, finetune: {{epochs: 1, batch_size: 8}}}}
+  - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\.'}}, finetune: {{epochs: 1, batch_size: 8}}}}
 """)
     report = compress(recipe, out=tmp_path / "run", smoke=True)
     dropped = report["steps"][0]["depth"]["dropped"]
