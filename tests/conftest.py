@@ -33,3 +33,23 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def rgb_imagefolder(tmp_path: Path):
+    """A factory: a tiny class-per-folder set of 32x32 RGB noise images (the CIFAR models take 3
+    channels; the embedded digits are grey), returned as its `imagefolder:` data spec."""
+
+    def write(per_class: int = 12, test_per_class: int = 4) -> str:
+        import numpy as np
+        from PIL import Image
+
+        root, rng = tmp_path / "images", np.random.default_rng(0)
+        for split, n in (("train", per_class), ("test", test_per_class)):
+            for name in ("a", "b"):
+                (root / split / name).mkdir(parents=True)
+                for i in range(n):
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
+        return f"imagefolder:{root}"
+
+    return write

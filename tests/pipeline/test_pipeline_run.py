@@ -134,21 +134,12 @@ steps:
     assert "val" in report["steps"][4]["evaluate"]
 
 
-def test_prune_step_drops_residual_branches_after_the_channels(tmp_path: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("test", 4)):
-        for name in ("a", "b"):
-            (tmp_path / "images" / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-                    tmp_path / "images" / split / name / f"{i}.png")
+def test_prune_step_drops_residual_branches_after_the_channels(tmp_path: Path, rgb_imagefolder) -> None:
+    data = rgb_imagefolder(per_class=16)
     recipe = tmp_path / "depth.yaml"
     recipe.write_text(f"""\
 model: {{name: resnet20}}
-data: imagefolder:{tmp_path / "images"}
+data: {data}
 steps:
   - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\.'}}, finetune: {{epochs: 1, batch_size: 8}}}}
 """)

@@ -112,23 +112,9 @@ def test_finetuning_distills_from_the_unpruned_model_by_default(tmp_path, monkey
         assert calls == []
 
 
-def _rgb_folder(root, per_class: int = 12):
-    """A tiny 32x32 RGB image folder (the CIFAR ResNets take 3 channels; the digits are grey)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("test", 4)):
-        for name in ("a", "b"):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
-    return f"imagefolder:{root}"
-
-
-def test_drop_blocks_removes_whole_branches_after_the_channels(tmp_path) -> None:
+def test_drop_blocks_removes_whole_branches_after_the_channels(tmp_path, rgb_imagefolder) -> None:
     out = tmp_path / "out"
-    data = _rgb_folder(tmp_path / "images")
+    data = rgb_imagefolder()
     code = main(["prune", "--model", "resnet20", "--data", data, "--ratio", "0.5", "--drop-blocks", "2",
                  "--drop-within", "^layer1\\.", "--finetune-epochs", "1", "--batch-size", "8", "--limit-batches", "2", "--out", str(out)])
     assert code == 0
@@ -150,8 +136,8 @@ def test_drop_blocks_removes_whole_branches_after_the_channels(tmp_path) -> None
     (["--drop-blocks", "1", "--data", "RGB", "--drop-within", "stage9", "--limit-batches", "1"],
      "within='stage9' matches no residual branch"),
 ])
-def test_drop_blocks_errors_are_one_line(tmp_path, capsys, args, message) -> None:
-    args = [_rgb_folder(tmp_path / "images") if a == "RGB" else a for a in args]
+def test_drop_blocks_errors_are_one_line(tmp_path, capsys, rgb_imagefolder, args, message) -> None:
+    args = [rgb_imagefolder() if a == "RGB" else a for a in args]
     code = main(["prune", "--model", "resnet20", *args, "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and message in " ".join(err.split()), err

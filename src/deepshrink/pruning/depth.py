@@ -129,10 +129,6 @@ class _Capture(fx.Interpreter):
         return value
 
 
-def _channel_dims(value: torch.Tensor) -> list[int]:
-    return [d for d in range(value.dim()) if d != 1]
-
-
 def score_branches(gm: fx.GraphModule, branches: Sequence[Branch], batches: Iterable[Sequence[torch.Tensor]]
                    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """({branch: its mean output per channel, shaped to broadcast}, {branch: energy share lost})."""
@@ -147,7 +143,7 @@ def score_branches(gm: fx.GraphModule, branches: Sequence[Branch], batches: Iter
             runner.run(*inputs)
             for b in branches:
                 value = runner.seen[b.output].double()
-                dims = _channel_dims(value)
+                dims = [d for d in range(value.dim()) if d != 1]  # every dim but the channels
                 total[b.name] = total.get(b.name, 0) + value.sum(dims, keepdim=True)
                 square[b.name] = square.get(b.name, 0) + value.pow(2).sum(dims, keepdim=True)
                 energy[b.name] = energy.get(b.name, 0) + runner.seen[b.add].double().pow(2).sum()
