@@ -80,13 +80,22 @@ def test_codes_beyond_int8_are_an_export_error(trained, bundle, tmp_path):
         export_int8_onnx(result.model, tmp_path / "d.onnx")
 
 
-@pytest.mark.parametrize("family", ["prune", "decompose"])
-def test_pruned_and_decomposed_models_quantize_export_and_reload(family, tmp_path):
+def _compress(family: str, model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    if family == "prune":
+        return deepshrink.prune(model, ratio=0.3).model
+    if family == "decompose":
+        return deepshrink.decompose(model, method="tucker", ratio=1.5)
+    return deepshrink.pruning.drop_branches(model, names=["layer2.0"], data=[x]).model
+
+
+@pytest.mark.parametrize("family, kind", [("prune", "prune"), ("decompose", "decompose"), ("depth", "drop_branches")])
+def test_pruned_and_decomposed_models_quantize_export_and_reload(family, kind, tmp_path):
     from quant_models import with_spec
 
     model = with_spec(tiny_resnet(), "quant_models:tiny_resnet")
     x = torch.randn(32, *SIZE)
-    compressed = deepshrink.prune(model, ratio=0.3).model if family == "prune" else deepshrink.decompose(model, method="tucker", ratio=1.5)
+    compressed = _compress(family, model, x)
+    # a dropped branch leaves `shortcut + constant`: the constant is quantised too, so the sum stays a QLinearAdd
     result = deepshrink.quantize(compressed, x, onnx_path=tmp_path / "c.onnx")
     counts = optimized_op_counts(result.onnx_path, tmp_path / "opt.onnx")
     assert int8_kernel_share(counts) == 1.0 and counts["QLinearAdd"] == 3
@@ -95,7 +104,7 @@ def test_pruned_and_decomposed_models_quantize_export_and_reload(family, tmp_pat
     assert (run_onnx(result.onnx_path, x).argmax(1) == fake.argmax(1).numpy()).mean() >= 0.95
     deepshrink.save_model(result.model, tmp_path / "m")
     kinds = [t["kind"] for t in deepshrink.load(tmp_path / "m").deepshrink_spec.transforms]
-    assert kinds == [family, "fold_bn", "quantize"]
+    assert kinds == [kind, "fold_bn", "quantize"]
     with torch.no_grad():
         torch.testing.assert_close(deepshrink.load(tmp_path / "m")(x), fake, rtol=0, atol=0)
 

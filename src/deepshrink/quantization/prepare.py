@@ -73,7 +73,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         add_act = (DEFAULT_ACT[config.method], 8)
     for node in nodes:
         if is_add(node):
-            wanted += [(arg, node, *add_act) for arg in node.all_input_nodes if arg.op != "get_attr"]
+            wanted += [(arg, node, *add_act) for arg in node.all_input_nodes]
     # Outputs of quantised layers and adds (after a trailing ReLU) feeding float ops such as pooling
     # are quantised too, so ONNX Runtime can fuse the producer into an int8 kernel.
     covered = {producer.name for producer, *_ in wanted}
