@@ -131,6 +131,7 @@ def test_drop_blocks_removes_whole_branches_after_the_channels(tmp_path, rgb_ima
 @pytest.mark.parametrize("args, message", [
     (["--drop-blocks", "1"], "--drop-blocks needs --data"),
     (["--drop-within", "layer1"], "--drop-within needs --drop-blocks"),
+    (["--drop-by", "latency"], "--drop-by needs --drop-blocks"),
     (["--drop-blocks", "1", "--data", "digits", "--steps", "2"], "cannot be combined with --steps"),
     (["--drop-blocks", "-1", "--data", "digits"], "DepthOptions field 'count'"),
     (["--drop-blocks", "1", "--data", "RGB", "--drop-within", "stage9", "--limit-batches", "1"],

@@ -12,7 +12,7 @@ from deepshrink.export.runtime import run_onnx
 from deepshrink.metrics import count_params, macs
 from deepshrink.models import create_model, load, save_model
 from deepshrink.pruning import prune
-from deepshrink.pruning.depth import drop_branches, find_branches
+from deepshrink.pruning.depth import _rank, drop_branches, find_branches
 from deepshrink.pruning.trace import trace
 
 
@@ -75,12 +75,31 @@ def test_a_squeeze_excitation_branch_is_found_a_concat_net_has_none():
         drop_branches(ConcatNet(), torch.randn(2, 3, 32, 32), count=1)
 
 
+def test_latency_ranking_times_each_kind_of_branch_once_and_drops_the_least_loss_per_millisecond():
+    result = drop_branches(_resnet20(), torch.randn(2, 3, 32, 32), count=2, data=calibration(2),
+                           rank_by="latency", latency_batch=1)
+    saved, lost = result.report["saved_ms"], result.report["lost_energy"]
+    assert set(saved) == set(lost) and result.report["rank_by"] == "latency"
+    # one timing per kind: the blocks of a stage match, its first (downsampling) block is its own kind
+    assert saved["layer1.0"] == saved["layer1.1"] == saved["layer1.2"] and saved["layer2.1"] == saved["layer2.2"]
+    assert saved["layer2.0"] != saved["layer2.1"]
+    rank = _rank(lost, saved)
+    assert result.report["dropped"] == sorted(lost, key=rank.get)[:2]
+
+
+def test_a_branch_whose_removal_saves_no_time_ranks_after_every_one_that_does():
+    rank = _rank({"a": 0.01, "b": 0.5, "c": 0.2}, {"a": 0.0, "b": 2.0, "c": -0.1})
+    assert sorted(rank, key=rank.get) == ["b", "a", "c"]  # b saves time; a and c do not, the smaller loss first
+    assert rank["b"] == (0.25, 0.5)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"names": ["layer9.9"]}, r"no droppable residual branch named 'layer9.9'; the branches are: layer1.0, "),
     ({"count": 4, "within": "layer1"}, r"count must be in \[0, 3\] \(the droppable branches within 'layer1'\), got 4"),
     ({"count": 1, "within": "stage7"}, r"within='stage7' matches no residual branch"),
     ({}, "pass exactly one of `names`"),
     ({"names": ["layer1.0"], "count": 1}, "pass exactly one of `names`"),
+    ({"count": 1, "rank_by": "speed"}, "rank_by must be one of: energy, latency; got 'speed'"),
 ])
 def test_bad_requests_name_what_is_wrong(options, message):
     with pytest.raises(ConfigError, match=message):

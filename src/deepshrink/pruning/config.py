@@ -102,15 +102,23 @@ class SensitivityOptions(BaseModel):
                                                                   min_length=1)
 
 
+class RankBy(str, Enum):
+    ENERGY = "energy"  # the share of the residual sum's energy lost, lowest first
+    LATENCY = "latency"  # that loss per millisecond of ONNX Runtime time saved, lowest first
+
+
 class DepthOptions(BaseModel):
     """Depth pruning after the channels (`drop_branches`): the `count` residual branches whose
-    replacement by their mean output loses least, or the branches `names`; `within` restricts the
-    choice to names matching a regex (e.g. "^layer1\\." for the first stage)."""
+    replacement by their mean output loses least (per millisecond saved, with rank_by latency),
+    or the branches `names`; `within` restricts the choice to names matching a regex (e.g.
+    "^layer1\\." for the first stage)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    count: int | None = Field(default=None, ge=0, description="how many branches to drop, the lowest-scored first")
+    count: int | None = Field(default=None, ge=0, description="how many branches to drop, the lowest-ranked first")
     names: list[str] | None = Field(default=None, min_length=1, description="which branches to drop")
     within: str | None = Field(default=None, description="regex the dropped branches' names must match")
+    rank_by: RankBy = Field(default=RankBy.ENERGY, description="energy lost, or energy lost per ms ONNX Runtime saves")
+    latency_batch: int = Field(default=64, ge=1, description="batch size the latency ranking times")
 
     @model_validator(mode="after")
     def _one_choice(self) -> "DepthOptions":
