@@ -142,3 +142,19 @@ def test_resnet_with_spec_reloads(tmp_path):
     deepshrink.save_model(result.model, tmp_path / "r")
     with torch.no_grad():
         torch.testing.assert_close(deepshrink.load(tmp_path / "r")(x), result.model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("residual_bits, sum_bits", [(8, 8), (None, 4)])
+def test_residual_sums_take_their_inputs_at_residual_bits_and_convolutions_at_act_bits(residual_bits, sum_bits):
+    from deepshrink.pruning.trace import trace
+    from deepshrink.quantization.graph import is_add
+    from deepshrink.quantization.prepare import make_plan
+
+    graph = trace(tiny_resnet(), ())
+    plan = make_plan(graph, QuantizeConfig(bits=4, residual_bits=residual_bits))
+    adds = {n.name for n in graph.graph.nodes if is_add(n)}
+    convs = {n.name for n in graph.graph.nodes if n.op == "call_module" and "conv" in str(n.target)}
+    into_sums = [e["bits"] for e in plan["activations"].values() if adds & set(e["consumers"])]
+    into_convs = {e["bits"] for e in plan["activations"].values() if convs & set(e["consumers"])}
+    assert len(into_sums) >= len(adds) and set(into_sums) == {sum_bits}
+    assert into_convs == {4, 8}  # the first conv keeps first_last_bits

@@ -117,6 +117,7 @@ def _report(base: nn.Module, quantized: nn.Module, config: QuantizeConfig, batch
         "activation": config.activation.value,
         "bits": config.bits,
         "act_bits": config.act_bits,
+        "residual_bits": config.residual_bits,
         "observer": config.observer.value,
         "calibration_images": sum(b.shape[0] for b in batches),
         "layer_bits": layer_bits(quantized),

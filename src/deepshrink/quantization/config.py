@@ -91,6 +91,11 @@ class QuantizeConfig(BaseModel):
     weight: WeightQuantizer | None = Field(None, description="None: minmax for ptq, lsq for qat")
     activation: ActQuantizer | None = Field(None, description="None: observer for ptq, lsq for qat")
     first_last_bits: int | None = Field(8, ge=MIN_BITS, le=MAX_BITS)
+    residual_bits: int | None = Field(
+        8, ge=MIN_BITS, le=MAX_BITS,
+        description="bits of the tensors entering residual sums (None: act_bits); 8 keeps the shortcut path in high "
+        "precision as published low-bit ResNets do (LSQ, APoT quantise only conv/linear inputs), and int8 on ONNX Runtime",
+    )
     keep_float: tuple[str, ...] = ()
     layer_bits: dict[str, int] = Field(default_factory=dict)
     calibration_size: int = Field(512, ge=1, description="images used to calibrate")

@@ -4,6 +4,8 @@ Weights: every nn.Conv1d/Conv2d/nn.Linear not kept in float is swapped for its Q
 Activations: a quantiser sits on each tensor that enters a quantised layer or a residual add,
 shared by all such consumers, so each tensor is quantised once - exactly where the exported
 graph gets its QuantizeLinear/DequantizeLinear pair and ONNX Runtime runs QLinearConv/QLinearAdd.
+Residual sums take their inputs at `residual_bits` (8 by default): below 8 bits a block output
+read by a conv and by a shortcut gets one quantiser per precision.
 The plan is JSON (node names of the traced graph), so the "quantize" transform can replay it."""
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         weights[target] = {"kind": kind.value, "bits": 7 if reduce_range and bits == 8 else bits}
         if isinstance(node.args[0], fx.Node):
             wanted.append((node.args[0], node, *act))
-    add_act = (config.activation, config.act_bits)
+    add_act = (config.activation, config.act_bits if config.residual_bits is None else config.residual_bits)
     if config.activation is ActQuantizer.BINARY:  # residual sums keep 8 bits in XNOR nets
         add_act = (DEFAULT_ACT[config.method], 8)
     for node in nodes:
