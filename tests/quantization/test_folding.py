@@ -69,21 +69,35 @@ def test_folded_model_saves_and_reloads(tmp_path):
 class _SharedHead(nn.Module):
     """One conv applied to two pyramid levels, each level with its own BatchNorm (FCOS-style)."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 4) -> None:  # num_classes: the zoo's builder signature, unused
         super().__init__()
         self.conv = nn.Conv2d(4, 4, 3, padding=1)
         self.norms = nn.ModuleList([nn.BatchNorm2d(4), nn.BatchNorm2d(4)])
         for bn in self.norms:
             randomize_bn(bn)
+        with torch.no_grad():
+            self.norms[1].weight.mul_(-2.0)  # randomize_bn draws the same statistics for both: make the levels differ
 
     def forward(self, x):
         small = nn.functional.avg_pool2d(x, 2)
         return self.norms[0](self.conv(x)).mean((2, 3)) + self.norms[1](self.conv(small)).mean((2, 3))
 
 
-def test_a_conv_shared_across_levels_is_not_folded():
-    model = _SharedHead().eval()
+def test_a_conv_shared_across_levels_is_untied_and_each_call_folds_its_own_norm(tmp_path):
+    model = with_spec(_SharedHead().eval(), "test_folding:_SharedHead")
     x = torch.randn(2, 4, 8, 8)
     folded = fold_bn(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    convs = [m for m in folded.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and not torch.equal(convs[0].weight, convs[1].weight)  # each call: its own statistics
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-6)
+    deepshrink.save_model(folded, tmp_path / "m")
+    torch.testing.assert_close(deepshrink.load(tmp_path / "m")(x), folded(x), rtol=0, atol=0)
+
+
+def test_without_untying_a_shared_conv_stays_shared_and_unfolded():
+    model = _SharedHead().eval()
+    x = torch.randn(2, 4, 8, 8)
+    folded = fold_bn(model, untie=False)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == 2
     torch.testing.assert_close(folded(x), model(x), rtol=1e-5, atol=1e-6)

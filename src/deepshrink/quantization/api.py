@@ -46,7 +46,7 @@ METHODS: dict[Method, Callable[..., tuple[nn.Module, list[dict]]]] = {Method.PTQ
 def prepare_model(model: nn.Module, config: QuantizeConfig, batches: list[torch.Tensor]) -> tuple[nn.Module, nn.Module, dict]:
     """(float base after folding/equalisation, calibrated fake-quant model, plan); the plan's
     "bn_folded" names the layers a BatchNorm was folded into."""
-    base, folded = fold_bn_layers(model) if config.advanced.fold_bn else (trace(model), [])
+    base, folded = fold_bn_layers(model, config.advanced.untie_shared) if config.advanced.fold_bn else (trace(model), [])
     if config.advanced.equalize:
         base = equalize(base)
     graph_module = trace(base)

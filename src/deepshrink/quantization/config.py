@@ -55,6 +55,10 @@ class Advanced(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fold_bn: bool = Field(True, description="fold BatchNorm into the preceding conv/linear first")
+    untie_shared: bool = Field(
+        True, description="a conv shared by several calls, each with its own BatchNorm (detection heads across "
+        "pyramid levels), gets a copy per call so each folds and runs int8; off: it stays shared and float"
+    )
     equalize: bool = Field(False, description="cross-layer equalisation before quantising")
     bias_correction: bool = Field(False, description="correct the mean output shift of quantised weights")
     per_channel: bool = Field(True, description="per-output-channel weight scales")

@@ -1,10 +1,17 @@
 """Batch-norm folding: conv/linear -> BN becomes one layer with W' = W * g / sqrt(v + eps) and
 b' = (b - m) * g / sqrt(v + eps) + beta, exactly the eval-mode function. Recorded as transform
-"fold_bn" (the replay re-does the same graph surgery, so saved folded models reload)."""
+"fold_bn" (the replay re-does the same graph surgery, so saved folded models reload).
+
+A layer called from several places, each call followed by its own BN (a detection head shared
+across pyramid levels, each level with its own statistics), is first untied: every call after the
+first gets its own copy of the layer, so each folds with its own BN. The function is unchanged and
+the copies add weights, but every convolution then quantises to an int8 kernel; left shared, the
+head's conv -> BN -> ReLU runs in float on ONNX Runtime."""
 
 from __future__ import annotations
 
-from collections import Counter
+import copy
+from collections import Counter, defaultdict
 
 import torch
 import torch.fx as fx
@@ -16,6 +23,7 @@ from deepshrink.quantization.graph import finish, module_of, set_module, trace
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+UNTIED = "untied_layers"  # the ModuleDict holding the per-call copies of shared layers
 
 
 @torch.no_grad()
@@ -42,27 +50,60 @@ def _with_bias(layer: nn.Module) -> nn.Module:
     return new.to(layer.weight.device, layer.weight.dtype).train(layer.training)
 
 
+def _norm_after(graph_module: fx.GraphModule, producer: fx.Node) -> fx.Node | None:
+    """The BN node that is `producer`'s only consumer and reads nothing else, if any."""
+    if len(producer.users) != 1:
+        return None
+    node = next(iter(producer.users))
+    bn = module_of(graph_module, node)
+    if type(bn) in NORMS and bn.track_running_stats and len(node.all_input_nodes) == 1:
+        return node
+    return None
+
+
 def fold_pairs(graph_module: fx.GraphModule) -> list[tuple[fx.Node, fx.Node]]:
-    """(layer node, BN node) pairs where the BN is the layer's only consumer. A layer called from
-    several places (a detection head shared across pyramid levels, each level with its own BN) is
-    left alone: folding would bake one level's statistics into the weights every level reads."""
+    """(layer node, BN node) pairs where the BN is the layer's only consumer. A layer still called
+    from several places is left alone: folding would bake one call's statistics into the weights
+    every call reads."""
     calls = Counter(str(node.target) for node in graph_module.graph.nodes if node.op == "call_module")
     pairs = []
-    for node in graph_module.graph.nodes:
-        bn = module_of(graph_module, node)
-        if type(bn) not in NORMS or not bn.track_running_stats or len(node.all_input_nodes) != 1:
-            continue
-        producer = node.all_input_nodes[0]
-        layer = module_of(graph_module, producer)
-        if (type(layer) in FOLDABLE and len(producer.users) == 1 and layer.weight.shape[0] == bn.num_features
+    for producer in graph_module.graph.nodes:
+        layer, node = module_of(graph_module, producer), _norm_after(graph_module, producer)
+        if (node is not None and type(layer) in FOLDABLE and layer.weight.shape[0] == module_of(graph_module, node).num_features
                 and calls[str(producer.target)] == 1 and calls[str(node.target)] == 1):
             pairs.append((producer, node))
     return pairs
 
 
-def fold_bn_graph(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
-    """Trace `model` and fold every foldable BN; returns the graph module and the folded layers."""
+def untie_shared_layers(graph_module: fx.GraphModule) -> list[str]:
+    """In place: each later call of a conv/linear called from several places, every call followed
+    by a BN of its own, reads its own copy of the layer (under `untied_layers`). Returns the copies'
+    names."""
+    calls: dict[str, list[fx.Node]] = defaultdict(list)
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module" and type(module_of(graph_module, node)) in FOLDABLE:
+            calls[str(node.target)].append(node)
+    made = []
+    for target, nodes in calls.items():
+        norms = [_norm_after(graph_module, node) for node in nodes]
+        if len(nodes) < 2 or None in norms or len({str(n.target) for n in norms}) != len(nodes):
+            continue
+        if not hasattr(graph_module, UNTIED):
+            graph_module.add_module(UNTIED, nn.ModuleDict())
+        layer = graph_module.get_submodule(target)
+        for k, node in enumerate(nodes[1:], 1):
+            key = f"{target.replace('.', '_')}__call{k}"
+            getattr(graph_module, UNTIED)[key] = copy.deepcopy(layer)
+            node.target = f"{UNTIED}.{key}"
+            made.append(node.target)
+    return made
+
+
+def fold_bn_graph(model: nn.Module, untie: bool = True) -> tuple[fx.GraphModule, list[str], list[str]]:
+    """Trace `model`, untie shared layers (with `untie`) and fold every foldable BN; returns the
+    graph module, the folded layers and the untied copies."""
     graph_module = trace(model)
+    untied = untie_shared_layers(graph_module) if untie else []
     folded = []
     for layer_node, bn_node in fold_pairs(graph_module):
         target = str(layer_node.target)
@@ -71,24 +112,24 @@ def fold_bn_graph(model: nn.Module) -> tuple[fx.GraphModule, list[str]]:
         bn_node.replace_all_uses_with(layer_node)
         graph_module.graph.erase_node(bn_node)
         folded.append(target)
-    return finish(graph_module), folded
+    return finish(graph_module), folded, untied
 
 
-def fold_bn(model: nn.Module) -> nn.Module:
+def fold_bn(model: nn.Module, untie: bool = True) -> nn.Module:
     """A new model with every BatchNorm that follows a conv/linear folded into it (eval function
-    unchanged). Other BatchNorms stay."""
-    return fold_bn_layers(model)[0]
+    unchanged; shared layers untied first, see the module docstring). Other BatchNorms stay."""
+    return fold_bn_layers(model, untie)[0]
 
 
-def fold_bn_layers(model: nn.Module) -> tuple[nn.Module, list[str]]:
+def fold_bn_layers(model: nn.Module, untie: bool = True) -> tuple[nn.Module, list[str]]:
     """fold_bn's model and the names of the layers a BatchNorm was folded into."""
-    new, folded = fold_bn_graph(model)
-    return derive(model, new, "fold_bn", {"layers": folded}), folded
+    new, folded, untied = fold_bn_graph(model, untie)
+    return derive(model, new, "fold_bn", {"layers": folded, "untied": untied}), folded
 
 
 @TRANSFORMS.register("fold_bn")
 def _replay_fold_bn(model: nn.Module, plan: dict) -> nn.Module:
-    new, folded = fold_bn_graph(model)
+    new, folded, _ = fold_bn_graph(model, untie=bool(plan.get("untied")))  # plans from before untying have none
     if folded != list(plan.get("layers", folded)):
         raise ModelError(f"fold_bn replay folded {folded}, but the saved plan folded {plan['layers']}")
     return new
