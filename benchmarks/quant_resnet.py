@@ -10,7 +10,7 @@ Baselines: `../shared/weights/cifar10-jpeg/resnet{20,32}.pth` (88.29 / 89.10 %).
 - `w8a8-ort-static`: ONNX Runtime's own quantize_static (the peer), `w8a8-torch-x86`: PyTorch's
   x86 int8 path (torch.ao FX; its latency is eager PyTorch, compare with the fp32 eager numbers);
 - `w8a8-qat`, `w4a4-lsq`, `w3a3-lsq`, `w2a2-lsq`: QAT with LSQ (first conv and last linear at
-  8 bits), `bwn-a8` / `twn-a8`: binary / ternary weights with 8-bit activations. QAT fine-tunes
+  8 bits; the inputs of residual sums at 8 bits, `residual_bits`, as LSQ and APoT count W/A), `bwn-a8` / `twn-a8`: binary / ternary weights with 8-bit activations. QAT fine-tunes
   the BN-folded fake-quant model on the training engine (AdamW, peak lr 3e-4 - 1e-4 at 8 bits -
   cosine, gradient clipping 2, random crop + flip, batch 128) with KD from the float model;
   `w2a2-lsq-prog` is progressive quantisation: W2A2 QAT started from the `w4a4-lsq` row's trained
