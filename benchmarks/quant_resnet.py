@@ -50,6 +50,7 @@ from deepshrink.metrics.counting import count_params, macs
 from deepshrink.metrics.evaluation import evaluate_onnx
 from deepshrink.models import create_model, load_weights
 from deepshrink.quantization import (
+    QuantizeConfig,
     cluster_weights,
     mixed_precision,
     ort_quantize_static,
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for arch in models for row in Bench(args, arch).rows()]
     budget = {"threads": args.threads, "calibration_images": 128 if args.quick else 512,
               "qat_epochs": args.qat_epochs, "low_bit_epochs": args.low_bit_epochs, "quick": args.quick,
-              "qat_batchnorm": args.qat_batchnorm,
+              "qat_batchnorm": args.qat_batchnorm, "residual_bits": QuantizeConfig().residual_bits,
               "qat_batches_per_epoch": 5 if args.quick else args.limit_batches, "qat_batch_size": QAT_DEFAULTS.get("batch_size"),
               "test_images": 1000 if args.quick else 10000}
     write_results("quant_resnet", rows, args, argv, budget=budget,
