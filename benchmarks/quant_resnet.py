@@ -87,6 +87,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit-batches", type=int, default=None, help="cap every QAT epoch at this many batches (default: whole epochs)")
     p.add_argument("--retime", action="store_true",
                    help="re-time the ORT latency of finished rows on this machine (rows trained elsewhere, e.g. on a GPU)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where QAT trains (calibration, evaluation and latency stay on the CPU)")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"))
     p.add_argument("--out", default=None, help="default docs/benchmarks (--quick: runs/benchmarks)")
     return p.parse_args(argv)
@@ -149,7 +151,7 @@ class Bench:
 
     def train_config(self, epochs: int) -> dict:
         quick = {"epochs": 1, "limit_batches": 5} if self.args.quick else {"epochs": epochs, "limit_batches": self.args.limit_batches}
-        return {**QAT_DEFAULTS, "num_threads": self.args.threads, "progress": False, **quick}
+        return {**QAT_DEFAULTS, "num_threads": self.args.threads, "device": self.args.device, "progress": False, **quick}
 
     def rows(self) -> list[dict]:
         wanted = set(self.args.rows.split(",")) if self.args.rows else None

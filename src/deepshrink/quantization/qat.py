@@ -43,8 +43,11 @@ class DistillObjective(nn.Module):
 
     def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
+        teacher = self.teacher[0]
+        if next(teacher.parameters()).device != images.device:  # the engine moved the student (device auto/cuda)
+            teacher.to(images.device)
         with torch.no_grad():
-            target = self.teacher[0](images)
+            target = teacher(images)
         t = self.temperature
         kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1), log_target=True, reduction="batchmean")
         return F.cross_entropy(logits, labels) + self.weight * t * t * kl, logits
@@ -79,11 +82,14 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
     if with_batchnorm:
         model = attach_batchnorm(copy.deepcopy(model), list(folded), list(batches))
     result = train(model, data, train_config, objective=objective, out_dir=train_dir, resume=resume)
+    trained = result.model.cpu()  # trained wherever the engine chose; calibrated, exported and reported on CPU
+    if objective is not None:
+        teacher.cpu()
     if with_batchnorm:
-        freeze_batchnorm(reestimate_statistics(result.model, list(batches)))
+        freeze_batchnorm(reestimate_statistics(trained, list(batches)))
     history = [dict(record) for record in result.history]
     if guard:
-        right_after = _val_hits(result.model.eval(), data, train_config.limit_batches)
+        right_after = _val_hits(trained.eval(), data, train_config.limit_batches)
         # Model selection on validation, the starting point included (early stopping's rule):
         # a short fine-tune that gets fewer validation images right than PTQ did is discarded.
         lost = int((right_before & ~right_after).sum())
@@ -95,7 +101,7 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
                                val_images_lost=lost, val_images_won=won, kept_calibrated=kept)
         if kept:
             return calibrated, history
-    return result.model.eval(), history
+    return trained.eval(), history
 
 
 def claim_train_dir(train_dir: str | os.PathLike, config: QuantizeConfig, resume: bool) -> None:
