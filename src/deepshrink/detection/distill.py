@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from deepshrink.detection.objective import DetectionObjective
 from deepshrink.distillation.hooks import FeatureHooks
+from deepshrink.distillation.objective import ready_teacher
 from deepshrink.layerfit import fit_layer_, relative_error
 
 CALIBRATION_CHUNK = 16  # images per forward pass while fitting the adapters
@@ -93,9 +94,7 @@ class DetectionDistillObjective(nn.Module):
         images, targets = self.base.prepare(model, images, targets)
         raw = model(images)
         s_feats = self.student_hooks.pop()
-        teacher = self.teachers[0]
-        if next(teacher.parameters()).device != images.device:  # the engine moved the student
-            teacher.to(images.device)
+        teacher = ready_teacher(self.teachers[0], images.device)
         with torch.no_grad():
             t_raw = teacher(images)
             t_feats = self.teacher_hooks.pop()

@@ -136,7 +136,7 @@ class DistillObjective(nn.Module):
         bf16 = torch.autocast("cuda", dtype=torch.bfloat16) if images.is_cuda else contextlib.nullcontext()
         outputs = {}
         for i in self._active:
-            teacher = _ready(self._teachers[i], images.device)
+            teacher = ready_teacher(self._teachers[i], images.device)
 
             def run(x: torch.Tensor, teacher: nn.Module = teacher) -> torch.Tensor:
                 with bf16:
@@ -162,8 +162,9 @@ class DistillObjective(nn.Module):
             self._student_hooks = None
 
 
-def _ready(teacher: nn.Module, device: torch.device) -> nn.Module:
-    """Eval mode (BN statistics frozen, dropout off) on the batch's device."""
+def ready_teacher(teacher: nn.Module, device: torch.device) -> nn.Module:
+    """Eval mode (BN statistics frozen, dropout off) on the batch's device: the training engine
+    moves the student where it trains (CUDA under device auto), and the teacher follows."""
     if teacher.training:
         teacher.eval()
     param = next(iter(teacher.parameters()), None)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from deepshrink.distillation.objective import ready_teacher
 from deepshrink.errors import ConfigError
 from deepshrink.fileio import read_json, write_json
 from deepshrink.quantization.bn_qat import attach_batchnorm, freeze_batchnorm, reestimate_statistics
@@ -43,11 +44,8 @@ class DistillObjective(nn.Module):
 
     def forward(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(images)
-        teacher = self.teacher[0]
-        if next(teacher.parameters()).device != images.device:  # the engine moved the student (device auto/cuda)
-            teacher.to(images.device)
         with torch.no_grad():
-            target = teacher(images)
+            target = ready_teacher(self.teacher[0], images.device)(images)
         t = self.temperature
         kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(target / t, 1), log_target=True, reduction="batchmean")
         return F.cross_entropy(logits, labels) + self.weight * t * t * kl, logits
