@@ -134,18 +134,22 @@ steps:
     assert "val" in report["steps"][4]["evaluate"]
 
 
-def test_prune_step_drops_residual_branches_after_the_channels(tmp_path: Path, rgb_imagefolder) -> None:
+def test_prune_step_drops_residual_branches_after_the_channels_and_the_result_quantises(tmp_path: Path,
+                                                                                        rgb_imagefolder) -> None:
     data = rgb_imagefolder(per_class=16)
     recipe = tmp_path / "depth.yaml"
     recipe.write_text(f"""\
 model: {{name: resnet20}}
 data: {data}
 steps:
-  - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\.'}}, finetune: {{epochs: 1, batch_size: 8}}}}
+  - prune: {{ratio: 0.5, depth: {{count: 2, within: '^layer1\\.', rank_by: latency, latency_batch: 1}}, finetune: {{epochs: 1, batch_size: 8}}}}
+  - quantize: {{method: ptq, bits: 8, calibration_size: 16}}
 """)
     report = compress(recipe, out=tmp_path / "run", smoke=True)
     dropped = report["steps"][0]["depth"]["dropped"]
     assert len(dropped) == 2 and all(name.startswith("layer1.") for name in dropped)
     depth = json.loads((tmp_path / "run" / "steps" / "01-prune" / "depth.json").read_text())
     assert depth["dropped"] == dropped and depth["verified_rel_error"] <= 1e-4
+    assert depth["rank_by"] == "latency" and set(depth["saved_ms"]) == set(depth["lost_energy"])
     assert report["stages"][1]["macs"] < report["stages"][0]["macs"] / 2  # halved channels, then two blocks less
+    assert report["stages"][2]["artifact"].endswith("model.int8.onnx")
