@@ -62,7 +62,7 @@ def interleaved_latency(graphs: dict[str, Path], input_size, threads: int | None
     """ONNX Runtime latency of every graph at batch 1 and 64, measured in interleaved rounds in one
     session at the end of a run (rows trained hours apart on a shared machine would otherwise be
     timed under different loads); adds speed-ups against `reference`."""
-    from deepshrink.quantization.int8_export import paired_latency_ms
+    from deepshrink.metrics.latency import paired_latency_ms
 
     by_batch = {b: paired_latency_ms(graphs, b, input_size, threads=threads, budget_s=budget_s) for b in (1, 64)}
     return {name: {"latency_ms": {f"ort_b{b}": round(ms[name], 4) for b, ms in by_batch.items()},

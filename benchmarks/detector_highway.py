@@ -56,7 +56,7 @@ from deepshrink.metrics import count_params, macs, time_callable
 from deepshrink.models import create_model
 from deepshrink.pruning import prune
 from deepshrink.quantization import quantize
-from deepshrink.quantization.int8_export import paired_latency_ms
+from deepshrink.metrics.latency import paired_latency_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "detector_highway"

@@ -58,7 +58,7 @@ from deepshrink.quantization import (
     torch_x86_int8,
 )
 from deepshrink.quantization.cpu import int8_dot_saturates
-from deepshrink.quantization.int8_export import paired_latency_ms
+from deepshrink.metrics.latency import paired_latency_ms
 from deepshrink.quantization.progressive import latent_float_model
 from deepshrink.quantization.qat import QAT_DEFAULTS
 from deepshrink.quantization.sizing import float_bytes

@@ -95,7 +95,8 @@ def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, la
     from deepshrink.export import export_onnx
     from deepshrink.metrics import evaluate
     from deepshrink.metrics.evaluation import evaluate_onnx
-    from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts, paired_latency_ms
+    from deepshrink.metrics.latency import paired_latency_ms
+    from deepshrink.quantization.int8_export import int8_kernel_share, optimized_op_counts
 
     fp32_path = export_onnx(model, out_dir / "model.fp32.onnx")
     int8_path = result.onnx_path

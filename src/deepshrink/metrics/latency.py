@@ -5,11 +5,14 @@ number of batch sizes."""
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -91,3 +94,24 @@ def latency_ms(
     check_batch(batch)
     with runtime_timer(model, runtime, size, resolve_threads(threads)) as time_batch:
         return time_batch(batch, warmup, repeats)
+
+
+def paired_latency_ms(paths: dict[str, str | os.PathLike], batch: int, input_size: Sequence[int], *,
+                      threads: int | None = None, budget_s: float = 2.0, max_rounds: int = 200) -> dict[str, float]:
+    """Median ONNX Runtime latency of several graphs measured in interleaved rounds (A, B, A, B,
+    ...), so a machine whose load drifts slows them alike and their ratios stay meaningful."""
+    sessions = {name: ort_session(path, threads) for name, path in paths.items()}
+    x = np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
+    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
+    start = time.perf_counter()
+    for name, session in sessions.items():  # warm-up (allocations, kernel selection)
+        session.run(None, feeds[name])
+    one_round = max(time.perf_counter() - start, 1e-6)
+    rounds = int(min(max_rounds, max(5, budget_s / one_round)))
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            begin = time.perf_counter()
+            session.run(None, feeds[name])
+            times[name].append((time.perf_counter() - begin) * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}

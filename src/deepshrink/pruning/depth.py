@@ -9,7 +9,7 @@ zero-padding shortcut). Dropping it replaces its output by a learnable per-chann
 branch's mean output on calibration data (channels on dim 1), so the sum keeps its mean:
 `out = shortcut + c`. Branches are scored by the share of the sum's energy that replacement loses,
 E||F(x) - c||^2 / E||out||^2, the lowest first; or (rank_by="latency") by that loss per millisecond
-ONNX Runtime saves without the branch, so the blocks the runtime executes slowly go first. The
+ONNX Runtime saves without the branch (each timed), so the blocks the runtime runs slowly go first. The
 surgery is verified: the new model must equal the original run with each dropped branch's output
 replaced by its constant."""
 
@@ -18,15 +18,15 @@ from __future__ import annotations
 import copy
 import operator
 import re
-from collections import defaultdict
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from deepshrink.errors import ConfigError, ModelError, VerificationError
 from deepshrink.models.spec import TRANSFORMS, derive
@@ -161,47 +161,29 @@ def score_branches(gm: fx.GraphModule, branches: Sequence[Branch], batches: Iter
     return {name: m.float() for name, m in means.items()}, lost
 
 
-def _kind(gm: fx.GraphModule, branch: Branch) -> tuple:
-    """What a branch costs to run: its layers' types and parameter shapes, and its output's shape."""
-    layers = []
-    for node in gm.graph.nodes:
-        if node.name in branch.nodes and node.op == "call_module":
-            module = gm.get_submodule(str(node.target))
-            layers.append((type(module).__name__, *(tuple(p.shape) for p in module.parameters())))
-        if node.name == branch.output:
-            output = tuple(node.meta["tensor_meta"].shape)
-    return tuple(layers), output
-
-
 def branch_savings(gm: fx.GraphModule, branches: Sequence[Branch], constants: dict[str, torch.Tensor],
                    inputs: Sequence[torch.Tensor], batch: int = 64, threads: int = 1) -> dict[str, float]:
-    """{branch: milliseconds one ONNX Runtime call on `batch` images saves without it}. Branches of
-    the same kind (layers, shapes) cost the same, so one of each kind is timed."""
-    from deepshrink.metrics.latency import latency_ms  # metrics imports the exporter: keep pruning light
+    """{branch: milliseconds one ONNX Runtime call on `batch` images saves without it}. Every
+    branch is timed, interleaved with the full model: branches of one shape do not cost the same
+    (on MLAS, dropping ResNet-56's first block made the halved model slower, the fifth faster)."""
+    from deepshrink.export import export_onnx  # the exporter imports metrics: keep pruning light
+    from deepshrink.metrics.latency import paired_latency_ms
 
-    with eval_mode(gm):
-        ShapeProp(gm).propagate(*inputs)
-    kinds: dict[tuple, list[Branch]] = defaultdict(list)
-    for branch in branches:
-        kinds[_kind(gm, branch)].append(branch)
     size = tuple(inputs[0].shape[1:])
-
-    def timed(model: nn.Module) -> float:
-        return latency_ms(model, size, batch, runtime="ort", threads=threads).median
-
-    full = timed(gm)
-    saved = {}
-    for members in kinds.values():
-        ms = full - timed(_surgery(copy.deepcopy(gm), members[:1], constants))
-        saved.update({b.name: ms for b in members})
-    return saved
+    with tempfile.TemporaryDirectory(prefix="deepshrink-depth-") as tmp:
+        graphs = {"": export_onnx(gm, Path(tmp) / "full.onnx", size)}
+        for i, branch in enumerate(branches):
+            graphs[branch.name] = export_onnx(_surgery(copy.deepcopy(gm), [branch], constants), Path(tmp) / f"{i}.onnx", size)
+        ms = paired_latency_ms(graphs, batch, size, threads=threads, budget_s=5.0)
+    return {b.name: ms[""] - ms[b.name] for b in branches}
 
 
 def _rank(lost: dict[str, float], saved: dict[str, float] | None) -> dict[str, tuple[float, float]]:
-    """Sort keys: energy lost (per millisecond saved, when timed; no saving ranks last)."""
+    """Sort keys: energy lost (per millisecond saved, when timed; no saving, or not timed, ranks last)."""
     if saved is None:
         return {name: (loss, loss) for name, loss in lost.items()}
-    return {name: (loss / saved[name] if saved[name] > 0 else float("inf"), loss) for name, loss in lost.items()}
+    return {name: (loss / saved[name] if saved.get(name, 0.0) > 0 else float("inf"), loss)
+            for name, loss in lost.items()}
 
 
 def _cut(gm: fx.GraphModule, branch: Branch, constant: torch.Tensor) -> None:
@@ -261,8 +243,8 @@ def drop_branches(
     ones (`within`: a regex their names must match, e.g. "layer1" for the first stage). `data`:
     calibration batches (tensors or (images, labels) pairs) for the constants and scores; without
     it the example inputs stand in. `rank_by="latency"` ranks by energy lost per millisecond saved
-    on ONNX Runtime at `latency_batch` images and `threads` threads (one kind of branch timed at a
-    time; the report's "saved_ms"). The original is left untouched."""
+    on ONNX Runtime at `latency_batch` images and `threads` threads (every candidate timed against
+    the full model, interleaved; the report's "saved_ms"). The original is left untouched."""
     try:
         rank_by = RankBy(rank_by)
     except ValueError:
@@ -276,8 +258,9 @@ def drop_branches(
     batches = [inputs] if data is None else [(b[0],) if isinstance(b, (list, tuple)) else (b,) for b in data]
     constants, lost = score_branches(gm, branches, batches)
     saved = None
-    if rank_by is RankBy.LATENCY and count is not None:
-        saved = branch_savings(gm, branches, constants, inputs, latency_batch, threads)
+    if rank_by is RankBy.LATENCY and count is not None:  # only the candidates are timed
+        pool = [b for b in branches if within is None or re.search(within, b.name)]
+        saved = branch_savings(gm, pool, constants, inputs, latency_batch, threads)
     chosen = _pick(branches, names, count, within, _rank(lost, saved))
     new = _surgery(gm, chosen, constants)
     error = _verify(model, new, chosen, constants, inputs, tolerance)

@@ -88,30 +88,3 @@ def int8_kernel_share(counts: Counter) -> float:
     int8 = sum(counts[k] for k in INT8_KERNELS)
     floating = sum(counts[k] for k in ("Conv", "FusedConv", "Gemm", "MatMul", "FusedGemm"))
     return int8 / max(int8 + floating, 1)
-
-
-def paired_latency_ms(paths: dict[str, str | os.PathLike], batch: int, input_size: Sequence[int], *,
-                      threads: int | None = None, budget_s: float = 2.0, max_rounds: int = 200) -> dict[str, float]:
-    """Median ONNX Runtime latency of several graphs measured in interleaved rounds (A, B, A, B,
-    ...), so a machine whose load drifts slows them alike and their ratios stay meaningful."""
-    import time
-
-    import numpy as np
-
-    from deepshrink.export import ort_session
-
-    sessions = {name: ort_session(path, threads) for name, path in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    start = time.perf_counter()
-    for name, session in sessions.items():  # warm-up (allocations, kernel selection)
-        session.run(None, feeds[name])
-    one_round = max(time.perf_counter() - start, 1e-6)
-    rounds = int(min(max_rounds, max(5, budget_s / one_round)))
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(rounds):
-        for name, session in sessions.items():
-            begin = time.perf_counter()
-            session.run(None, feeds[name])
-            times[name].append((time.perf_counter() - begin) * 1000)
-    return {name: float(np.median(t)) for name, t in times.items()}
