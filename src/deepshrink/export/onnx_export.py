@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from deepshrink.errors import ConfigError, ExportError
+from deepshrink.export.onnx_rewrite import channel_constant_adds_as_convs
 from deepshrink.export.common import check_batch, first_line, model_name, resolve_input_size
 from deepshrink.fileio import atomic_write_bytes
 from deepshrink.models.spec import spec_of
@@ -67,6 +68,7 @@ def export_onnx(
     except Exception as exc:  # UnsupportedOperatorError, SymbolicValueError, RuntimeError, TypeError...
         raise ExportError(f"cannot export {name} to ONNX opset {opset}: {first_line(exc)}") from None
     proto = onnx.load_model_from_string(buffer.getvalue())
+    channel_constant_adds_as_convs(proto)  # keeps ONNX Runtime's blocked layout through depth-pruned blocks
     spec = spec_of(model)
     if spec is not None:  # keep arch, classes and normalisation with the deployed graph
         onnx.helper.set_model_props(proto, {SPEC_METADATA_KEY: spec.model_dump_json()})
