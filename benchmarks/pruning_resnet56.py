@@ -6,7 +6,9 @@ with the per-group ratios `deepshrink.search` finds under 1/`--speedup-b64` of t
 latency at batch 64 and, as a further limit, the MACs budget; fpgm-stages: FPGM with one ratio per
 stage, `--stage-ratios`, for the inner channels of each stage's blocks; fpgm-depth: every inner
 group halved as `--ratio 0.5`, then the `--drop-blocks` residual branches of the first stage whose
-replacement by their mean output loses least are dropped, `deepshrink.pruning.drop_branches`) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+replacement by their mean output loses least are dropped, `deepshrink.pruning.drop_branches`;
+fpgm-depth-lat: the same, the branches ranked by that loss per millisecond ONNX Runtime saves at
+batch 64, in any stage) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
@@ -60,7 +62,7 @@ from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "pruning_resnet56"
 OURS = {"fpgm": "fpgm", "l1": "l1", "taylor": "taylor", "hrank": "hrank", "bn": "bn_scale", "fpgm-sens": "fpgm",
-        "fpgm-lat": "fpgm", "fpgm-stages": "fpgm", "fpgm-depth": "fpgm"}
+        "fpgm-lat": "fpgm", "fpgm-stages": "fpgm", "fpgm-depth": "fpgm", "fpgm-depth-lat": "fpgm"}
 SENSITIVITY_ROWS = {"fpgm-sens"}  # per-group ratios from measured sensitivity curves, within the same MACs budget
 SEARCH_ROWS = {"fpgm-lat"}  # per-group ratios searched under a batch-64 latency target and the MACs budget
 # One ratio per stage: the per-convolution ORT profile (pruning_latency_layers) shows the last stage's
@@ -68,7 +70,8 @@ SEARCH_ROWS = {"fpgm-lat"}  # per-group ratios searched under a batch-64 latency
 STAGE_ROWS = {"fpgm-stages"}
 # Every inner group halved, then whole first-stage branches dropped: MLAS runs that stage's
 # 8-channel convolutions slowly, so removing a block there buys more time than thinning elsewhere.
-DEPTH_ROWS = {"fpgm-depth"}
+# fpgm-depth-lat: the branches chosen by energy lost per millisecond ONNX Runtime saves, in any stage.
+DEPTH_ROWS = {"fpgm-depth": {"within": r"^layer1\."}, "fpgm-depth-lat": {"rank_by": "latency"}}
 TP_ROWS = ("tp-fpgm", "tp-l1", "tp-taylor", "tp-bn")
 ROWS = (*OURS, *TP_ROWS)
 FULL_RATIO = 1 - 0.5 ** 0.5  # every layer pruned: MACs scale as (1 - r)^2, so this is about 2x fewer
@@ -161,9 +164,11 @@ def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> t
     result = prune(baseline, config=config, data=calibration)
     model = result.model
     if name in DEPTH_ROWS:
-        dropped = drop_branches(model, count=args.drop_blocks, within=r"^layer1\.", data=calibration)
+        dropped = drop_branches(model, count=args.drop_blocks, data=calibration, **DEPTH_ROWS[name])
+        saved = dropped.report.get("saved_ms", {})
         model, extra = dropped.model, {"dropped_branches": dropped.report["dropped"],
-                                       "depth_rel_error": dropped.report["verified_rel_error"]}
+                                       "depth_rel_error": dropped.report["verified_rel_error"],
+                                       **({"saved_ms_b64": {n: round(saved[n], 2) for n in dropped.report["dropped"]}} if saved else {})}
     aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
     return model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
                           "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
