@@ -69,3 +69,13 @@ def test_cli_bad_options_fail_with_one_line(tmp_path, capsys):
     assert "--first-last-bits 'eight': expected an integer from 1 to 8, or 'none'" in capsys.readouterr().err
     assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--resume", "--out", str(tmp_path)]) == 2
     assert "--resume: only --method qat trains" in capsys.readouterr().err
+
+
+def test_cli_says_when_the_int8_graph_runs_slower_than_fp32(digits_weights, tmp_path, monkeypatch, capsys):
+    import deepshrink.metrics.latency as latency
+
+    monkeypatch.setattr(latency, "paired_latency_ms", lambda paths, *a, **k: {"ort_fp32": 1.0, "ort_int8": 2.0})
+    code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
+                 "--calibration-size", "64", "--limit-batches", "2", "--out", str(tmp_path / "q")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "the int8 graph ran 2.00x slower than FP32 at batch 64" in out and "saves" in out

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from deepshrink.cli.common import build_model, data_option, model_options, print_kv_table
+from deepshrink.cli.common import build_model, console, data_option, model_options, print_kv_table
 from deepshrink.errors import ConfigError
 
 _OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
@@ -88,6 +88,12 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     metrics = measure(model, result, data, out_dir, limit_batches=limit_batches, latency=latency, threads=threads)
     write_json(out_dir / "metrics.json", metrics)
     print_kv_table("quantize", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
+    if metrics.get("speedup_b64", 1.0) < 1.0:
+        from deepshrink.quantization.cpu import int8_dot_saturates
+
+        why = " (this CPU has no VNNI: its int8 kernels gain little, least on narrow layers)" if int8_dot_saturates() else ""
+        console.print(f"[yellow]note: the int8 graph ran {1 / metrics['speedup_b64']:.2f}x slower than FP32 at batch 64"
+                      f"{why}; it still saves {1 / metrics['int8_file_ratio']:.1f}x in size[/yellow]")
 
 
 def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, latency: bool, threads: int | None) -> dict:
