@@ -20,30 +20,31 @@ def channel_constant_adds_as_convs(proto: onnx.ModelProto) -> int:
     becomes Conv(x, ones[C, 1, 1, 1], c, group=C). Returns how many were rewritten."""
     graph = proto.graph
     initializers = {t.name: t for t in graph.initializer}
-    shapes = _static_shapes(proto)
-    rewritten = 0
-    for node in list(graph.node):
-        if node.op_type != "Add" or len(node.input) != 2:
-            continue
-        constant = next((initializers[i] for i in node.input if i in initializers), None)
-        if constant is None or constant.data_type != onnx.TensorProto.FLOAT:
+    candidates = {}  # Add node index -> (feature input, per-channel constant); shape inference only if any
+    for index, node in enumerate(graph.node):
+        constant = next((initializers[i] for i in node.input if i in initializers), None) if node.op_type == "Add" else None
+        if constant is None or len(node.input) != 2 or constant.data_type != onnx.TensorProto.FLOAT:
             continue
         value = numpy_helper.to_array(constant)
-        feature = node.input[1] if node.input[0] == constant.name else node.input[0]
-        channels = value.shape[1] if value.ndim == 4 else None
-        shape = shapes.get(feature)
-        if channels is None or value.shape != (1, channels, 1, 1) or shape is None or len(shape) != 4 or shape[1] != channels:
+        if value.ndim == 4 and value.shape == (1, value.shape[1], 1, 1):
+            candidates[index] = (node.input[1] if node.input[0] == constant.name else node.input[0], value)
+    if not candidates:
+        return 0
+    shapes = _static_shapes(proto)
+    nodes, rewritten = list(graph.node), 0
+    for index, (feature, value) in candidates.items():
+        node, channels, shape = nodes[index], value.shape[1], shapes.get(feature)
+        if shape is None or len(shape) != 4 or shape[1] != channels:
             continue
         weight = numpy_helper.from_array(np.ones((channels, 1, 1, 1), np.float32), f"{node.name or feature}_unit_weight")
         bias = numpy_helper.from_array(value.reshape(channels).astype(np.float32), f"{node.name or feature}_channel_bias")
         graph.initializer.extend([weight, bias])
-        conv = helper.make_node("Conv", [feature, weight.name, bias.name], list(node.output), name=node.name or None,
-                                group=channels, kernel_shape=[1, 1])
-        position = list(graph.node).index(node)
-        graph.node.remove(node)
-        graph.node.insert(position, conv)
+        nodes[index] = helper.make_node("Conv", [feature, weight.name, bias.name], list(node.output),
+                                        name=node.name or None, group=channels, kernel_shape=[1, 1])
         rewritten += 1
     if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
         used = {name for n in graph.node for name in n.input}
         for tensor in [t for t in graph.initializer if t.name not in used]:
             graph.initializer.remove(tensor)
