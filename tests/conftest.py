@@ -14,6 +14,14 @@ SHARED = Path(os.environ.get("DEEPSHRINK_SHARED", Path(__file__).resolve().paren
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The ini timeout guards the default suite against a hang; slow tests train for as long as
+    # they need, unless they set their own.
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(0))
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -76,7 +76,7 @@ def test_directory_cache_sees_an_edited_file(tiny_folder, tmp_path):
 
 def test_pool_decode_matches_in_process(tiny_folder, tmp_path, monkeypatch):
     expected = _load(tiny_folder, tmp_path / "a")
-    monkeypatch.setattr(decode, "CHUNK", 3)  # 10 images -> 4 chunks -> the worker pool path
+    monkeypatch.setattr(decode, "CHUNK", 3)  # 10 images -> 4 chunks -> the decode threads
     pooled = _load(make_tar(tiny_folder, tmp_path / "set.tar", "x"), tmp_path / "b")
     assert torch.equal(pooled.train.images, expected.train.images)
     assert torch.equal(pooled.test.labels, expected.test.labels)

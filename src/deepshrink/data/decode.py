@@ -1,17 +1,21 @@
-"""Decode a stream of image files with Pillow, in up to two worker processes, with a progress bar.
+"""Decode a stream of image files with Pillow, in up to two worker threads, with a progress bar.
 
-The stream is consumed lazily, so reading a .tar.gz (one core) overlaps with decoding (the
-others). Small inputs are decoded in-process: starting a pool costs more than it saves."""
+Pillow releases the GIL while it decodes, converts and resizes, so threads decode in parallel
+without forking: a forked pool inherits whatever locks the parent's other threads hold, and
+deadlocked CI once on terminate. The stream is consumed lazily in the calling thread, so reading a
+.tar.gz overlaps with decoding, and only a few chunks are in flight at once. Small inputs are
+decoded in-process: a pool would cost more than it saves."""
 
 from __future__ import annotations
 
 import io
 import itertools
 import logging
-import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -39,16 +43,13 @@ def decode_one(source: bytes | str, size: tuple[int, int] | None) -> np.ndarray:
         return np.asarray(im)
 
 
-def _decode_chunk(args: tuple[list[Item], tuple[int, int] | None]) -> list[np.ndarray | str]:
-    """Worker body: arrays, or an error string in place of each unreadable file (exceptions
-    crossing the process boundary would lose the path)."""
-    items, size = args
-    out: list[np.ndarray | str] = []
-    for _, source in items:
+def _decode_chunk(items: list[Item], size: tuple[int, int] | None, where: str) -> list[np.ndarray]:
+    out: list[np.ndarray] = []
+    for name, source in items:
         try:
             out.append(decode_one(source, size))
         except Exception as exc:  # Pillow raises UnidentifiedImageError, OSError, SyntaxError, ...
-            out.append(f"{type(exc).__name__}: {exc}")
+            raise DataError(f"{where}{name}: cannot read image ({type(exc).__name__}: {exc})") from exc
     return out
 
 
@@ -58,12 +59,24 @@ def _chunks(items: Iterable[Item]) -> Iterator[list[Item]]:
         yield chunk
 
 
-def _pool():
-    # fork: workers need no re-import of the caller's __main__ (spawn would re-run user scripts
-    # that lack a __main__ guard) and they only touch Pillow and numpy, never torch.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return ctx.Pool(min(MAX_WORKERS, os.cpu_count() or 1))
+def _decoded_in_order(
+    chunks: Iterator[list[Item]], size: tuple[int, int] | None, where: str, workers: int
+) -> Iterator[tuple[list[Item], list[np.ndarray]]]:
+    """(chunk, arrays) in input order, with at most 2 * workers chunks submitted ahead."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="deepshrink-decode") as pool:
+        pending: deque[tuple[list[Item], Future]] = deque()
+        try:
+            for chunk in chunks:
+                pending.append((chunk, pool.submit(_decode_chunk, chunk, size, where)))
+                if len(pending) > 2 * workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            for _, future in pending:  # an error, or a consumer that stopped early: drop queued work
+                future.cancel()
 
 
 def decode_all(
@@ -74,6 +87,14 @@ def decode_all(
     chunks = _chunks(items)
     first = next(chunks, [])
     second = next(chunks, None)
+    workers = min(MAX_WORKERS, os.cpu_count() or 1)
+    if second is None or workers < 2:
+        decoded = (
+            (c, _decode_chunk(c, size, where))
+            for c in itertools.chain([first], [] if second is None else [second], chunks)
+        )
+    else:
+        decoded = _decoded_in_order(itertools.chain([first, second], chunks), size, where, workers)
     names: list[str] = []
     arrays: list[np.ndarray] = []
     start = time.perf_counter()
@@ -81,24 +102,9 @@ def decode_all(
     columns = (TextColumn("decoding {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(label, total=total)
-        pool = _pool() if second is not None and MAX_WORKERS > 1 else None
-        try:
-            all_chunks = itertools.chain([first], [] if second is None else [second], chunks)
-            # Record each chunk's names as the pool's feeder thread pulls it, so results (which
-            # imap returns in order) line up with them.
-            fed: list[list[Item]] = []
-            tagged = ((fed.append(c) or (c, size)) for c in all_chunks)
-            results = pool.imap(_decode_chunk, tagged) if pool else map(_decode_chunk, tagged)
-            for i, decoded in enumerate(results):
-                for (name, _), value in zip(fed[i], decoded):
-                    if isinstance(value, str):
-                        raise DataError(f"{where}{name}: cannot read image ({value})")
-                    names.append(name)
-                    arrays.append(value)
-                fed[i] = []  # drop the raw bytes early
-                progress.update(task, advance=len(decoded))
-        finally:
-            if pool is not None:
-                pool.terminate()
+        for chunk, chunk_arrays in decoded:
+            names.extend(name for name, _ in chunk)
+            arrays.extend(chunk_arrays)
+            progress.update(task, advance=len(chunk_arrays))
     log.info("decoded %d images from %s in %.1f s", len(arrays), label, time.perf_counter() - start)
     return names, arrays
