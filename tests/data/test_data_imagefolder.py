@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -93,6 +95,27 @@ def test_corrupt_image_names_its_path(tiny_folder, tmp_path, monkeypatch, pooled
     archive = make_tar(tiny_folder, tmp_path / "set.tar.gz", "tiny")
     with pytest.raises(DataError, match=rf"{archive}:tiny/test/dog/0001.png: cannot read image"):
         _load(archive, tmp_path / "cache")
+
+
+def test_decode_error_stops_queued_chunks_and_leaves_no_threads(monkeypatch):
+    monkeypatch.setattr(decode, "CHUNK", 1)
+    good = Image.new("RGB", (4, 4))
+    buffer = io.BytesIO()
+    good.save(buffer, format="PNG")
+    decoded: list[str] = []
+    real = decode.decode_one
+
+    def counting(source, size):
+        decoded.append("x")
+        return real(source, size)
+
+    monkeypatch.setattr(decode, "decode_one", counting)
+    items = [("a.png", buffer.getvalue()), ("bad.png", b"junk")] + [(f"{i}.png", buffer.getvalue()) for i in range(50)]
+    before = threading.active_count()
+    with pytest.raises(DataError, match=r"^set:bad.png: cannot read image"):
+        decode.decode_all(items, size=None, label="set", where="set:")
+    assert threading.active_count() == before
+    assert len(decoded) < len(items)  # the stream was not decoded to its end after the error
 
 
 def test_missing_split_names_what_was_expected(tmp_path):
