@@ -73,6 +73,20 @@ def test_low_bit_models_export_exactly(trained, bundle, tmp_path, options):
     assert np.abs(middle).max() <= {4: 7}.get(options.get("bits"), 1)
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_low_bit_resnet_runs_every_conv_and_sum_as_int8_kernels_and_matches_exactly(bits, tmp_path):
+    """Grids narrower than uint8 clip their codes after QuantizeLinear, and a tensor's narrower
+    quantiser reads its wider one: nothing sits between a producer and its QuantizeLinear, so
+    ONNX Runtime fuses every conv and residual sum (a float Clip there kept half in float)."""
+    model, x = tiny_resnet(), torch.randn(64, *SIZE)
+    result = deepshrink.quantize(model, x, config={"bits": bits}, onnx_path=tmp_path / "low.onnx")
+    counts = optimized_op_counts(result.onnx_path, tmp_path / "opt.onnx")
+    assert int8_kernel_share(counts) == 1.0 and counts["QLinearAdd"] == 3 and counts["Add"] == 0
+    with torch.no_grad():
+        fake = result.model(x).numpy()
+    np.testing.assert_allclose(run_onnx(result.onnx_path, x), fake, rtol=0, atol=1e-5)
+
+
 def test_codes_beyond_int8_are_an_export_error(trained, bundle, tmp_path):
     result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": "dorefa", "first_last_bits": None, "train": {"epochs": 0, "progress": False},
                                                                 "advanced": {"reduce_range": False}})

@@ -158,3 +158,31 @@ def test_residual_sums_take_their_inputs_at_residual_bits_and_convolutions_at_ac
     into_convs = {e["bits"] for e in plan["activations"].values() if convs & set(e["consumers"])}
     assert len(into_sums) >= len(adds) and set(into_sums) == {sum_bits}
     assert into_convs == {4, 8}  # the first conv keeps first_last_bits
+
+
+def test_narrower_quantiser_of_a_shared_tensor_reads_the_wider_ones_output():
+    """A block output read by a 4-bit conv and an 8-bit residual sum: the 4-bit quantiser
+    re-quantises the 8-bit one's output, so the producer has one QuantizeLinear to fuse with."""
+    from deepshrink.pruning.trace import trace
+    from deepshrink.quantization.prepare import apply_plan, make_plan
+
+    graph = trace(tiny_resnet(), ())
+    plan = make_plan(graph, QuantizeConfig(bits=4))
+    chained = {n: e for n, e in plan["activations"].items() if "source" in e}
+    assert chained and all(e["bits"] == 4 and plan["activations"][e["source"]]["bits"] == 8 for e in chained.values())
+    assert all(plan["activations"][e["source"]]["after"] == e["after"] for e in chained.values())
+    model = apply_plan(trace(tiny_resnet(), ()), plan)
+    inputs = {n.target: n.args[0].target for n in model.graph.nodes if n.op == "call_module" and n.target.startswith("act_quant.")}
+    assert all(inputs[f"act_quant.{n}"] == f"act_quant.{e['source']}" for n, e in chained.items())
+
+
+def test_plan_naming_a_missing_source_quantiser_is_a_model_error():
+    from deepshrink.errors import ModelError
+    from deepshrink.pruning.trace import trace
+    from deepshrink.quantization.prepare import apply_plan, make_plan
+
+    plan = make_plan(trace(tiny_resnet(), ()), QuantizeConfig(bits=4))
+    name = next(n for n, e in plan["activations"].items() if "source" in e)
+    plan["activations"][name]["source"] = "nowhere"
+    with pytest.raises(ModelError, match=rf"activation quantiser '{name}' reads 'nowhere', which the plan lacks"):
+        apply_plan(trace(tiny_resnet(), ()), plan)

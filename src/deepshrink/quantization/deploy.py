@@ -22,9 +22,16 @@ from deepshrink.quantization.modules import QUANT_LAYERS
 from deepshrink.quantization.prepare import ACT_MODULE, act_quantizers
 from deepshrink.quantization.primitives import channel_view
 
+UINT8 = (0, 255)
+
 
 class _QuantDequant(torch.autograd.Function):
-    """x -> QuantizeLinear -> DequantizeLinear with a per-tensor scale and typed zero point."""
+    """x -> QuantizeLinear -> DequantizeLinear with a per-tensor scale and typed zero point; codes
+    limited to [qmin, qmax] by a Clip on the uint8 codes when that grid is narrower than the
+    container. Clipping the codes, not the float input, computes the same values (the grid's
+    ends are levels of it) and leaves each producer's Conv -> QuantizeLinear adjacent, so ONNX
+    Runtime still fuses it into QLinearConv: a float Clip in between kept every such producer in
+    float (half the convolutions of a W4A4 ResNet)."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):  # noqa: ANN001 - autograd signature
@@ -33,7 +40,11 @@ class _QuantDequant(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, scale, zero_point, qmin, qmax):  # noqa: ANN001
-        return g.op("DequantizeLinear", g.op("QuantizeLinear", x, scale, zero_point), scale, zero_point)
+        codes = g.op("QuantizeLinear", x, scale, zero_point)
+        if (qmin, qmax) != UINT8:
+            low, high = (g.op("Constant", value_t=torch.tensor(v, dtype=torch.uint8)) for v in (qmin, qmax))
+            codes = g.op("Clip", codes, low, high)
+        return g.op("DequantizeLinear", codes, scale, zero_point)
 
 
 class _DequantWeight(torch.autograd.Function):
@@ -64,8 +75,8 @@ class _DequantBias(torch.autograd.Function):
 class DeployAct(nn.Module):
     """A frozen activation quantiser, always in a uint8 container (ONNX Runtime's fast U8S8
     kernels, and QLinearAdd needs both inputs of one type): a signed grid is shifted by 128,
-    which changes no value. Grids narrower than the container get a Clip first (ONNX
-    QuantizeLinear only saturates at the container's limits); binary grids a sign."""
+    which changes no value. Grids narrower than the container clip their codes (ONNX
+    QuantizeLinear only saturates at the container's limits); binary grids take a sign."""
 
     def __init__(self, quantizer: ActQuant) -> None:
         super().__init__()
@@ -73,21 +84,16 @@ class DeployAct(nn.Module):
         grid = quantizer.grid
         self.binary = grid.binary  # sign(x) * scale
         offset = 128 if grid.qmin < 0 else 0
-        self.container = (0, 255)
         if not 0 <= zero_point + offset <= 255:
             raise ExportError(f"activation zero point {zero_point} does not fit uint8")
         self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
         self.register_buffer("zero_point", torch.tensor(zero_point + offset, dtype=torch.uint8))
-        self.clip = None
-        if not self.binary and (grid.qmin + offset, grid.qmax + offset) != self.container:
-            self.clip = ((grid.qmin - zero_point) * scale, (grid.qmax - zero_point) * scale)
+        self.codes = UINT8 if self.binary else (grid.qmin + offset, grid.qmax + offset)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.binary:
             x = torch.where(x >= 0, self.scale, -self.scale)
-        elif self.clip is not None:
-            x = torch.clamp(x, *self.clip)
-        return _QuantDequant.apply(x, self.scale, self.zero_point, *self.container)
+        return _QuantDequant.apply(x, self.scale, self.zero_point, *self.codes)
 
 
 class DeployLayer(nn.Module):

@@ -5,7 +5,9 @@ Activations: a quantiser sits on each tensor that enters a quantised layer or a 
 shared by all such consumers, so each tensor is quantised once - exactly where the exported
 graph gets its QuantizeLinear/DequantizeLinear pair and ONNX Runtime runs QLinearConv/QLinearAdd.
 Residual sums take their inputs at `residual_bits` (8 by default): below 8 bits a block output
-read by a conv and by a shortcut gets one quantiser per precision.
+read by a conv and by a shortcut gets one quantiser per precision, the narrower reading the wider
+one's output (`source`), so the producer has a single QuantizeLinear to fuse with: two quantisers
+side by side on one float tensor kept every such Add (and the stem conv) out of int8 kernels.
 The plan is JSON (node names of the traced graph), so the "quantize" transform can replay it."""
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def _group(wanted: list[tuple[fx.Node, fx.Node, ActQuantizer, int]]) -> dict[str
         consumers = entries[by_key[key]]["consumers"]
         if consumer.name not in consumers:
             consumers.append(consumer.name)
+    _chain_by_width(entries)
     # Other (float) users read the quantised tensor too: a tensor with a float reader would keep
     # ONNX Runtime from fusing its producer into an int8 kernel (the graph output stays float).
     assigned = {(e["after"], c) for e in entries.values() for c in e["consumers"]}
@@ -139,6 +142,19 @@ def _group(wanted: list[tuple[fx.Node, fx.Node, ActQuantizer, int]]) -> dict[str
                 primary["consumers"].append(user.name)
                 assigned.add((producer.name, user.name))
     return entries
+
+
+def _chain_by_width(entries: dict[str, dict[str, Any]]) -> None:
+    """Where one tensor has quantisers at several precisions, each narrower one reads the widest
+    one's output instead of the tensor (re-quantising an 8-bit code to fewer bits)."""
+    by_tensor: dict[str, list[str]] = {}
+    for name, entry in entries.items():
+        by_tensor.setdefault(entry["after"], []).append(name)
+    for names in by_tensor.values():
+        widest = max(names, key=lambda n: entries[n]["bits"])
+        for name in names:
+            if name != widest and entries[name]["bits"] < entries[widest]["bits"]:
+                entries[name]["source"] = widest
 
 
 def apply_plan(graph_module: fx.GraphModule, plan: dict[str, Any], *, init: bool = True) -> fx.GraphModule:
@@ -153,16 +169,21 @@ def apply_plan(graph_module: fx.GraphModule, plan: dict[str, Any], *, init: bool
         set_module(graph_module, target, QUANT_OF[type(layer)].from_float(layer, quant, init=init))
     graph_module.add_module(ACT_MODULE, nn.ModuleDict())
     by_name = {n.name: n for n in graph_module.graph.nodes}
-    for name, spec in plan["activations"].items():
+    inserted: dict[str, fx.Node] = {}
+    # quantisers reading another's output (`source`, plans since residual_bits chains) go second
+    for name, spec in sorted(plan["activations"].items(), key=lambda item: "source" in item[1]):
         missing = [n for n in (spec["after"], *spec["consumers"]) if n not in by_name]
         if missing:
             raise ModelError(f"quantize plan refers to graph node '{missing[0]}', which the traced model lacks")
+        if spec.get("source") is not None and spec["source"] not in inserted:
+            raise ModelError(f"quantize plan: activation quantiser '{name}' reads '{spec['source']}', which the plan lacks")
         getattr(graph_module, ACT_MODULE)[name] = build_act_quant(spec["kind"], spec["bits"], spec["signed"])
         producer = by_name[spec["after"]]
-        with graph_module.graph.inserting_after(producer):
-            quantised = graph_module.graph.call_module(f"{ACT_MODULE}.{name}", (producer,))
+        source = inserted[spec["source"]] if spec.get("source") is not None else producer
+        with graph_module.graph.inserting_after(source):
+            inserted[name] = graph_module.graph.call_module(f"{ACT_MODULE}.{name}", (source,))
         for consumer in spec["consumers"]:
-            by_name[consumer].replace_input_with(producer, quantised)
+            by_name[consumer].replace_input_with(producer, inserted[name])
     _link_inputs(graph_module)
     return finish(graph_module)
 
