@@ -77,6 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--adapter-images", type=int, default=64,
                    help="training images the KD row's imitation adapters are least-squares fit on (0: random start)")
+    p.add_argument("--kd-feature-weight", type=float, default=1.0, help="the KD row's neck-imitation weight")
+    p.add_argument("--kd-logit-weight", type=float, default=1.0, help="the KD row's class-logit KD weight")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (fine-tuning: half)")
     p.add_argument("--observer", default="percentile", help="PTQ activation observer")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
@@ -172,8 +174,12 @@ class Bench:
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
                                    prune_ratio=round(pruned.report["ratio"], 4)))
         start = time.perf_counter()
-        kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images)
-        kd = self.fit("pruned+kd", kd_train, copy.deepcopy(pruned.model), base, config=ft)
+        kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images,
+                                     feature_weight=args.kd_feature_weight, logit_weight=args.kd_logit_weight)
+        weights = (args.kd_feature_weight, args.kd_logit_weight)
+        # other KD weights train in their own folder, beside the same baseline and pruned rows
+        kd_dir = "pruned+kd" if weights == (1.0, 1.0) else f"pruned+kd_f{weights[0]:g}_l{weights[1]:g}"
+        kd = self.fit(kd_dir, kd_train, copy.deepcopy(pruned.model), base, config=ft)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
         loader = sample_loader(self.data, 16)
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
               "baseline_epochs": 1 if args.quick else args.epochs,
               "finetune_epochs": 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3)),
               "macs_keep": args.macs_keep,
-              "kd_adapter_images": args.adapter_images, "batches_per_epoch": 3 if args.quick else "all"}
+              "kd_adapter_images": args.adapter_images, "kd_feature_weight": args.kd_feature_weight,
+              "kd_logit_weight": args.kd_logit_weight, "batches_per_epoch": 3 if args.quick else "all"}
     notes = (ATTRIBUTION + " `bytes` is the deployed ONNX file; `ort_b1` is paired with the baseline graph "
              "(`speedup_ort_b1` uses that pairing); `ort_b1_nms` adds decode + NMS on 8 real test images.")
     write_results(NAME, rows, args, argv, budget=budget, notes=notes)
