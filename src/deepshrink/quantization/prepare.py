@@ -170,7 +170,7 @@ def apply_plan(graph_module: fx.GraphModule, plan: dict[str, Any], *, init: bool
     graph_module.add_module(ACT_MODULE, nn.ModuleDict())
     by_name = {n.name: n for n in graph_module.graph.nodes}
     inserted: dict[str, fx.Node] = {}
-    # quantisers reading another's output (`source`, plans since residual_bits chains) go second
+    # a quantiser reading another one's output (`source`) is inserted after it
     for name, spec in sorted(plan["activations"].items(), key=lambda item: "source" in item[1]):
         missing = [n for n in (spec["after"], *spec["consumers"]) if n not in by_name]
         if missing:
