@@ -3,8 +3,7 @@
 Pillow releases the GIL while it decodes, converts and resizes, so threads decode in parallel
 without forking: a forked pool inherits whatever locks the parent's other threads hold, and
 deadlocked CI once on terminate. The stream is consumed lazily in the calling thread, so reading a
-.tar.gz overlaps with decoding, and only a few chunks are in flight at once. Small inputs are
-decoded in-process: a pool would cost more than it saves."""
+.tar.gz overlaps with decoding, and only a few chunks are in flight at once."""
 
 from __future__ import annotations
 
@@ -84,17 +83,7 @@ def decode_all(
 ) -> tuple[list[str], list[np.ndarray]]:
     """Decode every item; returns (names, arrays) in input order. An unreadable file raises
     DataError naming it as `where + name` (a path, or "archive:member")."""
-    chunks = _chunks(items)
-    first = next(chunks, [])
-    second = next(chunks, None)
-    workers = min(MAX_WORKERS, os.cpu_count() or 1)
-    if second is None or workers < 2:
-        decoded = (
-            (c, _decode_chunk(c, size, where))
-            for c in itertools.chain([first], [] if second is None else [second], chunks)
-        )
-    else:
-        decoded = _decoded_in_order(itertools.chain([first, second], chunks), size, where, workers)
+    decoded = _decoded_in_order(_chunks(items), size, where, min(MAX_WORKERS, os.cpu_count() or 1))
     names: list[str] = []
     arrays: list[np.ndarray] = []
     start = time.perf_counter()
