@@ -87,6 +87,19 @@ def test_low_bit_resnet_runs_every_conv_and_sum_as_int8_kernels_and_matches_exac
     np.testing.assert_allclose(run_onnx(result.onnx_path, x), fake, rtol=0, atol=1e-5)
 
 
+def test_midrise_weights_deploy_as_odd_int8_codes_and_match(trained, bundle, tmp_path):
+    config = {"method": "qat", "bits": 2, "weight": "lsq_midrise", "train": {"epochs": 0, "progress": False}}
+    result = deepshrink.quantize(trained, bundle, config=config, onnx_path=tmp_path / "m.onnx")
+    graph = onnx.load(result.onnx_path).graph
+    codes = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    inner = [c for c in codes.values() if c.ndim == 4 and set(np.unique(c)) == {-3, -1, 1, 3}]
+    assert inner  # the 2-bit conv stores its four odd levels as int8
+    x, _ = normalized(bundle.test)
+    with torch.no_grad():
+        fake = result.model(x).numpy()
+    np.testing.assert_allclose(run_onnx(result.onnx_path, x), fake, rtol=0, atol=1e-4)
+
+
 def test_codes_beyond_int8_are_an_export_error(trained, bundle, tmp_path):
     result = deepshrink.quantize(trained, bundle, config={"method": "qat", "weight": "dorefa", "first_last_bits": None, "train": {"epochs": 0, "progress": False},
                                                                 "advanced": {"reduce_range": False}})

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 import deepshrink
 from deepshrink.errors import ConfigError, ModelError
-from deepshrink.quantization import ACT_QUANTIZERS, OBSERVERS, WEIGHT_QUANTIZERS, Advanced
+from deepshrink.quantization import ACT_QUANTIZERS, OBSERVERS, WEIGHT_QUANTIZERS, Advanced, QuantizeConfig
 from deepshrink.quantization.primitives import QuantGrid
 from quant_models import normalized
 
@@ -42,6 +44,34 @@ def test_weight_grids_are_narrow_and_symmetric(bits, codes):
     assert (values.min().item(), values.max().item()) == codes
 
 
+def test_midrise_grid_keeps_four_levels_at_two_bits_and_fits_weights_closer():
+    w = torch.randn(8, 16, 3, 3, generator=torch.Generator().manual_seed(0))
+    midrise, narrow = WEIGHT_QUANTIZERS.get("lsq_midrise")(2, 8), WEIGHT_QUANTIZERS.get("lsq")(2, 8)
+    midrise.init(w)
+    narrow.init(w)
+    codes, scale = midrise.integer(w)
+    assert codes.unique().tolist() == [-3, -1, 1, 3]  # every level used, none at zero
+    torch.testing.assert_close(codes.float() * scale.view(-1, 1, 1, 1), midrise(w).detach(), rtol=0, atol=0)
+    # unit Gaussian weights: the best uniform 4-level grid has MSE 0.119, the 3-level one about 0.19
+    err_midrise, err_narrow = (midrise(w) - w).pow(2).mean().item(), (narrow(w) - w).pow(2).mean().item()
+    assert err_midrise < 0.14 and err_midrise < 0.75 * err_narrow
+
+
+def test_midrise_step_receives_the_lsq_gradient():
+    quant = WEIGHT_QUANTIZERS.get("lsq_midrise")(2, 1, per_channel=False)
+    quant.scale.data.fill_(1.0)
+    w = torch.tensor([0.3, 2.5, 10.0])  # codes 1, 3 (inside: d/ds = code - w/s) and 3 (clipped: d/ds = code)
+    quant(w).sum().backward()
+    factor = 1 / (3 * 3) ** 0.5  # LSQ's 1 / sqrt(N * Q_p), N = 3 weights, Q_p = 3
+    torch.testing.assert_close(quant.scale.grad, torch.tensor(((1 - 0.3) + (3 - 2.5) + 3) * factor))
+
+
+@pytest.mark.parametrize(("options", "field"), [({"bits": 8}, "bits"), ({"bits": 2, "layer_bits": {"conv2": 7}}, "layer_bits['conv2']")])
+def test_midrise_beyond_six_bits_is_a_config_error(options, field):
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: weight quantizer 'lsq_midrise' .* at most 6 bits"):
+        QuantizeConfig(method="qat", weight="lsq_midrise", **options)
+
+
 @pytest.mark.parametrize("name", ACT_QUANTIZERS.names())
 def test_activation_quantizer_calibrates_and_passes_gradients(name):
     x = torch.relu(torch.randn(8, 4, 5, 5))
@@ -72,7 +102,7 @@ def test_lsq_step_sizes_are_learned_by_the_training_engine(trained, bundle):
     assert moved  # the engine's optimiser updated them
 
 
-@pytest.mark.parametrize("weight, activation", [("lsq", "lsq"), ("dorefa", "pact"), ("minmax", "observer")])
+@pytest.mark.parametrize("weight, activation", [("lsq", "lsq"), ("lsq_midrise", "lsq"), ("dorefa", "pact"), ("minmax", "observer")])
 def test_w2a2_qat_recovers_accuracy_lost_by_ptq(trained, bundle, weight, activation):
     x, y = normalized(bundle.test)
     options = {"bits": 2, "first_last_bits": None}

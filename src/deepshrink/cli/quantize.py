@@ -11,7 +11,7 @@ from deepshrink.cli.common import build_model, console, data_option, model_optio
 from deepshrink.errors import ConfigError
 
 _OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
-_WEIGHTS = ["minmax", "mse", "lsq", "dorefa", "bwn", "twn"]
+_WEIGHTS = ["minmax", "mse", "lsq", "lsq_midrise", "dorefa", "bwn", "twn"]
 _ACTS = ["observer", "lsq", "pact", "binary"]
 
 

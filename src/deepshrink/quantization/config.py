@@ -30,6 +30,7 @@ class WeightQuantizer(str, Enum):
     MINMAX = "minmax"  # per-channel max |w| (PTQ default; plain STE during QAT)
     MSE = "mse"  # per-channel clipping that minimises the weight's quantisation MSE
     LSQ = "lsq"  # learnable step size (Esser et al. 2020)
+    LSQ_MIDRISE = "lsq_midrise"  # learnable step size on a grid without zero: 2^b levels, odd codes
     DOREFA = "dorefa"  # tanh-normalised weights (Zhou et al. 2016)
     BWN = "bwn"  # binary weights, per-channel scale mean |w| (Rastegari et al. 2016)
     TWN = "twn"  # ternary weights with threshold 0.7 mean |w| (Li et al. 2016)
@@ -42,6 +43,7 @@ class ActQuantizer(str, Enum):
     BINARY = "binary"  # sign(x) * mean |x| (XNOR-Net inputs)
 
 
+MIDRISE_MAX_BITS = 6  # odd codes up to 63: int8, and no 16-bit saturation on AVX2 (cpu.py)
 # Weight quantisers whose bit-width is fixed by their definition.
 FIXED_WEIGHT_BITS = {WeightQuantizer.BWN: 1, WeightQuantizer.TWN: 2}
 DEFAULT_WEIGHT = {Method.PTQ: WeightQuantizer.MINMAX, Method.QAT: WeightQuantizer.LSQ}
@@ -134,8 +136,15 @@ class QuantizeConfig(BaseModel):
         fixed = FIXED_WEIGHT_BITS.get(weight)
         if fixed is not None and "bits" in self.model_fields_set and self.bits != fixed:
             raise ValueError(f"bits: weight quantizer '{weight.value}' is {fixed}-bit by definition, got bits={self.bits}")
-        if self.method is Method.PTQ and weight in (WeightQuantizer.LSQ, WeightQuantizer.DOREFA):
+        if self.method is Method.PTQ and weight in (WeightQuantizer.LSQ, WeightQuantizer.LSQ_MIDRISE, WeightQuantizer.DOREFA):
             raise ValueError(f"weight: '{weight.value}' is a training-time quantizer; use method 'qat'")
+        if weight is WeightQuantizer.LSQ_MIDRISE:
+            wide = {"bits": self.bits} if self.bits > MIDRISE_MAX_BITS else {}
+            wide |= {f"layer_bits[{k!r}]": v for k, v in self.layer_bits.items() if v > MIDRISE_MAX_BITS}
+            if wide:
+                field, value = next(iter(wide.items()))
+                raise ValueError(f"{field}: weight quantizer 'lsq_midrise' has odd codes up to 2^bits - 1, so at most "
+                                 f"{MIDRISE_MAX_BITS} bits fit int8 unsaturated; got {value}")
         if self.method is Method.PTQ and activation not in (ActQuantizer.OBSERVER, ActQuantizer.BINARY):
             raise ValueError(f"activation: '{activation.value}' learns its range; use method 'qat'")
         act_bits = self.act_bits or (8 if fixed is not None else self.bits)

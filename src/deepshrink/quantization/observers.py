@@ -18,7 +18,7 @@ from deepshrink.registry import Registry
 
 OBSERVERS: Registry[type["Observer"]] = Registry("observer")
 
-_CANDIDATES = torch.linspace(0.05, 1.0, 96)  # fractions of the observed range tried by search observers
+SEARCH_FRACTIONS = torch.linspace(0.05, 1.0, 96)  # fractions of the observed range tried by search observers
 
 
 class Observer:
@@ -112,7 +112,7 @@ class HistogramObserver(Observer, abc.ABC):
         """The chosen (min, max) from the filled histogram."""
 
     def candidates(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(self.min_val * a, self.max_val * a) for a in _CANDIDATES]
+        return [(self.min_val * a, self.max_val * a) for a in SEARCH_FRACTIONS]
 
 
 @OBSERVERS.register("percentile")
@@ -191,7 +191,7 @@ def weight_range(w: torch.Tensor, grid: QuantGrid, axis: int | None, *, search: 
         return lo, hi
     best_err = torch.full_like(lo, math.inf)
     best_lo, best_hi = lo.clone(), hi.clone()
-    for a in _CANDIDATES:
+    for a in SEARCH_FRACTIONS:
         scale, zero_point = compute_qparams(lo * a, hi * a, grid)
         err = (fake_quantize(w, scale, zero_point, grid, axis) - w).pow(2).sum(dim=dims)
         better = err < best_err

@@ -5,7 +5,8 @@ Every weight grid is signed and symmetric (zero point 0), per output channel by 
 quantiser deploys as int8 codes + one float scale per channel (ONNX DequantizeLinear, axis 0).
 The grids are narrow, [-(2^(b-1) - 1), 2^(b-1) - 1]: at 2 bits {-1, 0, 1}. LSQ's whole signed
 range ([-2, 1] at 2 bits) measured worse here: ResNet-20 W2A2 after 200 QAT steps 43.81 % against
-51.13 % (docs/benchmarks/extra/quant_resnet20_w2a2_full_range_probe.md)."""
+51.13 % (docs/benchmarks/extra/quant_resnet20_w2a2_full_range_probe.md). `lsq_midrise` keeps all
+2^b levels and the symmetry by dropping zero instead: odd codes, {-3, -1, 1, 3} at 2 bits."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import math
 import torch
 import torch.nn as nn
 
-from deepshrink.quantization.config import WeightQuantizer
-from deepshrink.quantization.observers import weight_range
+from deepshrink.errors import ConfigError
+from deepshrink.quantization.config import MIDRISE_MAX_BITS, WeightQuantizer
+from deepshrink.quantization.observers import SEARCH_FRACTIONS, weight_range
 from deepshrink.quantization.primitives import (
     QuantGrid,
     binary_scale,
@@ -113,6 +115,58 @@ class LSQWeightQuant(MSEWeightQuant):
         per_step = w.numel() / self.scale.numel()
         step = grad_scale(self.step(), 1.0 / math.sqrt(per_step * max(self.grid.qmax, 1)))
         return fake_quantize(w, step, torch.zeros_like(self.scale), self.grid, self.axis)
+
+
+@WEIGHT_QUANTIZERS.register(WeightQuantizer.LSQ_MIDRISE.value)
+class MidriseLSQWeightQuant(WeightQuant):
+    """Learned step size on the mid-rise grid: 2^b levels symmetric about zero, none at zero, so
+    2 bits give four levels {-3, -1, 1, 3} * s where the narrow grid has three {-1, 0, 1} * s (the
+    level count of LSQ's full range and of DoReFa's grid, without either's drawbacks: LSQ's range
+    is lopsided, DoReFa's step is tied to max |w|). `scale` is s, the unit of the odd integer
+    codes, which deploy as int8 weights; levels are 2 s apart. Codes reach 2^b - 1, so at most
+    MIDRISE_MAX_BITS = 6 bits (|code| <= 63 also keeps AVX2's 16-bit int8 sums from saturating)."""
+
+    def __init__(self, bits: int, channels: int, per_channel: bool = True) -> None:
+        if not 1 <= bits <= MIDRISE_MAX_BITS:
+            raise ConfigError(f"weight quantizer 'lsq_midrise' supports 1 to {MIDRISE_MAX_BITS} bits, got {bits}")
+        super().__init__(bits, channels, per_channel)
+        self.scale = nn.Parameter(self.scale.clone())
+
+    @property
+    def max_code(self) -> int:
+        return 2**self.bits - 1
+
+    def step(self) -> torch.Tensor:
+        return self.scale.abs() + 1e-8
+
+    def codes(self, w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """Odd codes 2k + 1 (float, STE through the rounding): the level nearest to w."""
+        half = 2 ** (self.bits - 1)
+        k = torch.clamp(round_ste(w / (2 * step) - 0.5), -half, half - 1)
+        return 2 * k + 1
+
+    def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """The MSE-optimal unit per channel, searched over fractions of max |w| (as `mse`)."""
+        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        top = w.abs().amax(dim=dims).clamp(min=1e-8) / self.max_code
+        best, best_err = top.clone(), torch.full_like(top, math.inf)
+        for fraction in SEARCH_FRACTIONS:
+            step = channel_view(top * fraction, w, self.axis)
+            err = (self.codes(w, step) * step - w).pow(2).sum(dim=dims)
+            better = err < best_err
+            best, best_err = torch.where(better, top * fraction, best), torch.where(better, err, best_err)
+        return best
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        per_step = w.numel() / self.scale.numel()
+        step = grad_scale(self.step(), 1.0 / math.sqrt(per_step * self.max_code))
+        step = channel_view(step, w, self.axis)
+        return self.codes(w, step) * step
+
+    @torch.no_grad()
+    def integer(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = channel_scale(self.step().detach(), w)
+        return self.codes(w, channel_view(scale, w, 0)).round().to(torch.int32), scale.clone()
 
 
 @WEIGHT_QUANTIZERS.register(WeightQuantizer.DOREFA.value)
