@@ -74,6 +74,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="fcos_resnet", choices=["fcos_resnet", "fcos_mobilenet_v2"])
     p.add_argument("--width-mult", type=float, default=0.5)
     p.add_argument("--macs-keep", type=float, default=0.5, help="fraction of the baseline's MACs to keep (0.5 = 2x)")
+    p.add_argument("--round-to", type=int, default=8,
+                   help="kept channels per group rounded to a multiple of this (other values: rows in their own folders)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--adapter-images", type=int, default=64,
                    help="training images the KD row's imitation adapters are least-squares fit on (0: random start)")
@@ -166,19 +168,22 @@ class Bench:
         rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=epochs)]
 
         example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
-        config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep}}
+        config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep},
+                  "round_to": args.round_to}
         pruned = prune(base, example, config=config)
         ft = self.train_config(ft_epochs, args.lr / 2)
         start = time.perf_counter()
-        tuned = self.fit("pruned", train_detector, copy.deepcopy(pruned.model), config=ft)
+        # another rounding prunes another network: its rows train in their own folders
+        rounding = "" if args.round_to == 8 else f"_r{args.round_to}"
+        tuned = self.fit(f"pruned{rounding}", train_detector, copy.deepcopy(pruned.model), config=ft)
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
-                                   prune_ratio=round(pruned.report["ratio"], 4)))
+                                   prune_ratio=round(pruned.report["ratio"], 4), round_to=args.round_to))
         start = time.perf_counter()
         kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images,
                                      feature_weight=args.kd_feature_weight, logit_weight=args.kd_logit_weight)
         weights = (args.kd_feature_weight, args.kd_logit_weight)
         # other KD weights train in their own folder, beside the same baseline and pruned rows
-        kd_dir = "pruned+kd" if weights == (1.0, 1.0) else f"pruned+kd_f{weights[0]:g}_l{weights[1]:g}"
+        kd_dir = ("pruned+kd" if weights == (1.0, 1.0) else f"pruned+kd_f{weights[0]:g}_l{weights[1]:g}") + rounding
         kd = self.fit(kd_dir, kd_train, copy.deepcopy(pruned.model), base, config=ft)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
