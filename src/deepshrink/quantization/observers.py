@@ -185,7 +185,7 @@ class KLObserver(HistogramObserver):
 def weight_range(w: torch.Tensor, grid: QuantGrid, axis: int | None, *, search: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(min, max) of a weight tensor, per channel along `axis`; with `search`, each channel's
     range is shrunk to the fraction that minimises its quantisation MSE (vectorised)."""
-    dims = reduce_dims(w, axis) if axis is not None else list(range(w.dim()))
+    dims = reduce_dims(w, axis)
     lo, hi = w.amin(dim=dims), w.amax(dim=dims)
     if not search:
         return lo, hi

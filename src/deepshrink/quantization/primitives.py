@@ -154,7 +154,7 @@ def grad_scale(t: torch.Tensor, factor: float) -> torch.Tensor:
 def ternary_threshold(w: torch.Tensor, axis: int | None = 0, ratio: float = 0.7) -> tuple[torch.Tensor, torch.Tensor]:
     """TWN (Li et al. 2016): threshold Delta = 0.7 * mean |w| and scale alpha = mean |w| over
     |w| > Delta, per channel along `axis`. Returns (delta, alpha)."""
-    dims = reduce_dims(w, axis) if axis is not None else list(range(w.dim()))
+    dims = reduce_dims(w, axis)
     delta = ratio * w.abs().mean(dim=dims)
     mask = (w.abs() > channel_view(delta, w, axis)).to(w.dtype)
     alpha = (w.abs() * mask).sum(dim=dims) / mask.sum(dim=dims).clamp(min=1.0)

@@ -147,7 +147,7 @@ class MidriseLSQWeightQuant(WeightQuant):
 
     def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
         """The MSE-optimal unit per channel, searched over fractions of max |w| (as `mse`)."""
-        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        dims = reduce_dims(w, self.axis)
         top = w.abs().amax(dim=dims).clamp(min=1e-8) / self.max_code
         best, best_err = top.clone(), torch.full_like(top, math.inf)
         for fraction in SEARCH_FRACTIONS:
@@ -177,13 +177,13 @@ class DoReFaWeightQuant(WeightQuant):
     [-(2^k - 1), 2^k - 1], which fit int8 for k <= 7."""
 
     def compute_scale(self, w: torch.Tensor) -> torch.Tensor:
-        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        dims = reduce_dims(w, self.axis)
         return w.abs().amax(dim=dims).clamp(min=1e-8) / (2**self.bits - 1)
 
     def codes(self, w: torch.Tensor) -> torch.Tensor:
         """Odd integer codes (float, with STE) in [-n, n], n = 2^k - 1."""
         n = 2**self.bits - 1
-        dims = reduce_dims(w, self.axis) if self.axis is not None else list(range(w.dim()))
+        dims = reduce_dims(w, self.axis)
         t = torch.tanh(w)
         t_max = channel_view(t.abs().amax(dim=dims).clamp(min=1e-8), w, self.axis).detach()
         unit = t / (2 * t_max) + 0.5
