@@ -32,8 +32,9 @@ def model_options(func: Callable) -> Callable:
 
 
 def data_option(required: bool = True) -> Callable:
+    # No explicit default: since click 8.3 `default=None` counts as a value and defeats `required`.
     return click.option(
-        "--data", "data_spec", required=required, default=None if required else None,
+        "--data", "data_spec", required=required,
         help="Dataset spec: digits | cifar10:DIR | imagefolder:PATH (directory or .tar/.tar.gz).",
     )
 
