@@ -16,7 +16,8 @@ Baselines: `../shared/weights/cifar10-jpeg/resnet{20,32}.pth` (88.29 / 89.10 %).
   `w2a2-lsq-prog` is progressive quantisation: W2A2 QAT started from the `w4a4-lsq` row's trained
   weights (its `train_epochs` counts both), still distilling from the float model;
   `w2a2-lsq-midrise`: W2A2 with the mid-rise weight grid (four levels {-3, -1, 1, 3} s, no zero)
-  in place of the narrow one ({-1, 0, 1} s);
+  in place of the narrow one ({-1, 0, 1} s), and `w2a2-lsq-midrise-prog` the same started from
+  the `w4a4-lsq` row;
 - `cluster16`, `cluster32`: k-means weight sharing, `bytes` = Huffman-coded indices + codebooks
   + the FP32 rest (no int8 file: the graph is the FP32 one);
 - `mixed-<budget>`: per-layer weight bits from measured sensitivity, weights within `budget` x
@@ -72,6 +73,7 @@ QAT_ROWS = {  # name -> config
     "bwn-a8": {"weight": "bwn", "act_bits": 8}, "twn-a8": {"weight": "twn", "act_bits": 8},
     "w2a2-lsq-prog": {"bits": 2, "start": "w4a4-lsq"},  # progressive: from the W4A4 row's weights
     "w2a2-lsq-midrise": {"bits": 2, "weight": "lsq_midrise"},  # four weight levels {-3, -1, 1, 3} s
+    "w2a2-lsq-midrise-prog": {"bits": 2, "weight": "lsq_midrise", "start": "w4a4-lsq"},
 }
 
 
