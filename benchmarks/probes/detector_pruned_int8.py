@@ -1,0 +1,54 @@
+"""Probe: a pruned detector row of `benchmarks/detector_highway.py` quantised to int8 straight
+after its fine-tuning (no KD stage), scored on the Highway test split as deployed on ONNX
+Runtime. It reuses the benchmark's finished baseline and pruned rows from `--work` (run the
+benchmark first with the same flags), so it takes minutes:
+
+    python benchmarks/probes/detector_pruned_int8.py --finetune-epochs 32 --round-to 4 --work runs/detector_e32_ft32
+
+Prints the float and int8 test mAP@0.5 of the pruned row and the baseline's (and writes them to
+--out when given)."""
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import detector_highway as bench_module  # noqa: E402
+
+from deepshrink.data import sample_loader  # noqa: E402
+from deepshrink.detection import evaluate_detector, evaluate_onnx_detector  # noqa: E402
+from deepshrink.pruning import prune  # noqa: E402
+from deepshrink.quantization import quantize  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", default="32")
+parser.add_argument("--finetune-epochs", default="32")
+parser.add_argument("--round-to", default="4")
+parser.add_argument("--work", required=True)
+parser.add_argument("--out", default=None)
+cli = parser.parse_args()
+torch.set_num_threads(1)
+args = bench_module.parse(["--epochs", cli.epochs, "--finetune-epochs", cli.finetune_epochs, "--round-to", cli.round_to,
+                           "--threads", "1", "--work", cli.work])
+bench = bench_module.Bench(args)
+base = bench_module.create_model(args.model, num_classes=bench.data.num_classes, width_mult=args.width_mult)
+base = bench.fit("baseline", bench_module.train_detector, base, config=bench.train_config(args.epochs, args.lr)).eval()
+config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep}, "round_to": args.round_to}
+pruned = prune(base, torch.randn(2, 3, 160, 160), config=config)
+row = "pruned" if args.round_to == 8 else f"pruned_r{args.round_to}"
+tuned = bench.fit(row, bench_module.train_detector, copy.deepcopy(pruned.model),
+                  config=bench.train_config(args.finetune_epochs, args.lr / 2)).eval()
+calibration = torch.cat([x for _, (x, _) in zip(range(16), sample_loader(bench.data, 16))])
+q = quantize(tuned, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
+                                         "keep_float": bench_module.HEAD_PREDICTIONS},
+             onnx_path=bench.tmp / "int8.onnx", input_size=bench.size)
+result = {"baseline_test_map50": evaluate_detector(base, bench.data, split="test").map50,
+          "pruned_test_map50": evaluate_detector(tuned, bench.data, split="test").map50,
+          "pruned_int8_ort_test_map50": evaluate_onnx_detector(q.onnx_path, bench.data, split="test", threads=1).map50}
+text = json.dumps(result, indent=1)
+print(text)
+if cli.out:
+    Path(cli.out).write_text(text + "\n")
