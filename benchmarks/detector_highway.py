@@ -157,6 +157,21 @@ class Bench:
         result = evaluate_detector(model, self.data, split="test")
         return self.row(name, model, path, result, train_seconds=round(seconds, 1), **extra)
 
+    def rounding_suffix(self) -> str:
+        """Another rounding prunes another network: its rows train in their own folders."""
+        return "" if self.args.round_to == 8 else f"_r{self.args.round_to}"
+
+    def pruned_row(self, base: torch.nn.Module, epochs: int):
+        """(prune's result, the pruned network fine-tuned for `epochs`, resumed or reused from the
+        work folder)."""
+        example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
+        config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": self.args.macs_keep},
+                  "round_to": self.args.round_to}
+        pruned = prune(base, example, config=config)
+        tuned = self.fit(f"pruned{self.rounding_suffix()}", train_detector, copy.deepcopy(pruned.model),
+                         config=self.train_config(epochs, self.args.lr / 2))
+        return pruned, tuned
+
     def run(self) -> list[dict]:
         args = self.args
         epochs = 1 if args.quick else args.epochs
@@ -167,15 +182,10 @@ class Bench:
         base = self.fit("baseline", train_detector, base, config=self.train_config(args.epochs, args.lr))
         rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=epochs)]
 
-        example = torch.randn(2, 3, 160, 160)  # MACs ratios do not depend on the resolution
-        config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep},
-                  "round_to": args.round_to}
-        pruned = prune(base, example, config=config)
-        ft = self.train_config(ft_epochs, args.lr / 2)
         start = time.perf_counter()
-        # another rounding prunes another network: its rows train in their own folders
-        rounding = "" if args.round_to == 8 else f"_r{args.round_to}"
-        tuned = self.fit(f"pruned{rounding}", train_detector, copy.deepcopy(pruned.model), config=ft)
+        pruned, tuned = self.pruned_row(base, ft_epochs)
+        ft = self.train_config(ft_epochs, args.lr / 2)
+        rounding = self.rounding_suffix()
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
                                    prune_ratio=round(pruned.report["ratio"], 4), round_to=args.round_to))
         start = time.perf_counter()

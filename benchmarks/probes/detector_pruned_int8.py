@@ -8,7 +8,6 @@ benchmark first with the same flags), so it takes minutes:
 Prints the float and int8 test mAP@0.5 of the pruned row and the baseline's (and writes them to
 --out when given)."""
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,6 @@ import detector_highway as bench_module  # noqa: E402
 
 from deepshrink.data import sample_loader  # noqa: E402
 from deepshrink.detection import evaluate_detector, evaluate_onnx_detector  # noqa: E402
-from deepshrink.pruning import prune  # noqa: E402
 from deepshrink.quantization import quantize  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -36,11 +34,7 @@ args = bench_module.parse(["--epochs", cli.epochs, "--finetune-epochs", cli.fine
 bench = bench_module.Bench(args)
 base = bench_module.create_model(args.model, num_classes=bench.data.num_classes, width_mult=args.width_mult)
 base = bench.fit("baseline", bench_module.train_detector, base, config=bench.train_config(args.epochs, args.lr)).eval()
-config = {"criterion": "fpgm", "protect_ends": False, "budget": {"metric": "macs", "keep": args.macs_keep}, "round_to": args.round_to}
-pruned = prune(base, torch.randn(2, 3, 160, 160), config=config)
-row = "pruned" if args.round_to == 8 else f"pruned_r{args.round_to}"
-tuned = bench.fit(row, bench_module.train_detector, copy.deepcopy(pruned.model),
-                  config=bench.train_config(args.finetune_epochs, args.lr / 2)).eval()
+tuned = bench.pruned_row(base, args.finetune_epochs)[1].eval()
 calibration = torch.cat([x for _, (x, _) in zip(range(16), sample_loader(bench.data, 16))])
 q = quantize(tuned, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
                                          "keep_float": bench_module.HEAD_PREDICTIONS},
