@@ -12,8 +12,10 @@ valid, rows scored on test (246 images, 5 classes). Rows:
 - `pruned+kd`: the same pruned network fine-tuned as long with neck-feature imitation and
   class-logit KD from the baseline (`distill_detector`);
 - `pruned+kd+int8`: `deepshrink.quantize` W8A8 PTQ of `pruned+kd` with the three prediction
-  convolutions kept in float (the heads' sensitive layers), evaluated as deployed: the int8 ONNX
-  graph on ONNX Runtime, then decode + NMS.
+  convolutions kept in float (the heads' sensitive layers), plus the layers the latency-aware
+  fallback measures slower in int8 than in float on this CPU (`deepshrink.quantization.
+  latency_fallback`; off with --no-latency-fallback), evaluated as deployed: the int8 ONNX graph on
+  ONNX Runtime, then decode + NMS.
 
 Every row: map50, map50_95 (percent, COCO evaluation via pycocotools), params, MACs at 320x320,
 `bytes` of the deployed ONNX file, ONNX Runtime latency at batch 1 without NMS (`ort_b1`, measured
@@ -55,7 +57,7 @@ from deepshrink.export import ort_session, resolve_threads
 from deepshrink.metrics import count_params, macs, time_callable
 from deepshrink.models import create_model
 from deepshrink.pruning import prune
-from deepshrink.quantization import quantize
+from deepshrink.quantization import latency_fallback, quantize
 from deepshrink.metrics.latency import paired_latency_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +85,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kd-logit-weight", type=float, default=1.0, help="the KD row's class-logit KD weight")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (fine-tuning: half)")
     p.add_argument("--observer", default="percentile", help="PTQ activation observer")
+    p.add_argument("--latency-fallback", action=argparse.BooleanOptionalAction, default=True,
+                   help="int8 row: leave in float the convolutions measured slower in int8 on this CPU")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
     p.add_argument("--out", default=None, help="output folder (default docs/benchmarks, --quick: runs/benchmarks)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -199,11 +203,15 @@ class Bench:
 
         loader = sample_loader(self.data, 16)
         calibration = torch.cat([x for _, (x, _) in zip(range(2 if args.quick else 16), loader)])
-        q = quantize(kd, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
-                                             "keep_float": HEAD_PREDICTIONS}, onnx_path=self.tmp / "int8.onnx",
-                     input_size=self.size)
+        config = {"observer": args.observer, "calibration_size": len(calibration), "keep_float": HEAD_PREDICTIONS}
+        fallback = {}
+        if args.latency_fallback:
+            found = latency_fallback(kd, calibration, self.size, config, threads=self.threads)
+            config["keep_float"] = HEAD_PREDICTIONS + list(found.keep_float)
+            fallback = {"latency_fallback": found.to_dict()}
+        q = quantize(kd, calibration, config=config, onnx_path=self.tmp / "int8.onnx", input_size=self.size)
         deployed = evaluate_onnx_detector(q.onnx_path, self.data, split="test", threads=self.threads)
-        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=HEAD_PREDICTIONS,
+        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=config["keep_float"], **fallback,
                              fake_quant_map50=round(evaluate_detector(q.model, self.data, split="test").map50, 3)))
         return _ratios(rows)
 
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = {"model": f"{args.model} x{args.width_mult}", "input": "3x320x320", "quick": args.quick,
               "baseline_epochs": 1 if args.quick else args.epochs,
               "finetune_epochs": 1 if args.quick else (args.finetune_epochs or max(1, args.epochs // 3)),
-              "macs_keep": args.macs_keep,
+              "macs_keep": args.macs_keep, "round_to": args.round_to, "latency_fallback": args.latency_fallback,
               "kd_adapter_images": args.adapter_images, "kd_feature_weight": args.kd_feature_weight,
               "kd_logit_weight": args.kd_logit_weight, "batches_per_epoch": 3 if args.quick else "all"}
     notes = (ATTRIBUTION + " `bytes` is the deployed ONNX file; `ort_b1` is paired with the baseline graph "

@@ -79,3 +79,23 @@ def test_cli_says_when_the_int8_graph_runs_slower_than_fp32(digits_weights, tmp_
                  "--calibration-size", "64", "--limit-batches", "2", "--out", str(tmp_path / "q")])
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0 and "the int8 graph ran 2.00x slower than FP32 at batch 64" in out and "saves" in out
+
+
+def test_cli_latency_fallback_records_what_it_timed(digits_weights, tmp_path, monkeypatch):
+    from deepshrink.quantization import fallback
+
+    monkeypatch.setattr(fallback, "paired_latency_ms", _int8_slower_alone_and_in_the_graph)
+    out = tmp_path / "fb"
+    code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
+                 "--calibration-size", "64", "--latency-fallback", "--no-latency", "--limit-batches", "2", "--out", str(out)])
+    assert code == 0
+    found = json.loads((out / "latency_fallback.json").read_text())
+    convs = [layer["layer"] for layer in found["layers"]]
+    assert convs and found["candidates"] == convs and found["keep_float"] == convs
+    assert json.loads((out / "quantize.json").read_text())["keep_float"] == convs
+    assert json.loads((out / "metrics.json").read_text())["report"]["float_layers"] == convs
+
+
+def _int8_slower_alone_and_in_the_graph(paths, *args, **kwargs):
+    """Stub timings: every convolution slower in int8, and the whole graph faster without them."""
+    return {"float": 1.0, "int8": 2.0} if "float" in paths else {"int8": 2.0, "fallback": 1.0}

@@ -35,6 +35,9 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--act-quantizer", type=click.Choice(_ACTS), default=None, help="Default: observer (ptq), lsq (qat).")
 @click.option("--first-last-bits", default="8", show_default=True, help="Bits of the first and last layer, or 'none'.")
 @click.option("--keep-float", multiple=True, help="Layer (fnmatch pattern) to leave in floating point; repeatable.")
+@click.option("--latency-fallback", is_flag=True,
+              help="Also leave in float the convolutions whose int8 kernel runs slower than float on this CPU "
+                   "(timed per layer, kept only if the whole graph is faster; writes latency_fallback.json).")
 @click.option("--calibration-size", type=int, default=512, show_default=True, help="Calibration images (train split).")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalisation before quantising.")
 @click.option("--bias-correction", is_flag=True, help="Empirical bias correction after calibration.")
@@ -49,7 +52,7 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--resume", is_flag=True, help="QAT: continue from OUT/train/checkpoint.pt (written every epoch).")
 def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
-             first_last_bits, keep_float, calibration_size, equalize, bias_correction, reduce_range, epochs, lr, limit_batches,
+             first_last_bits, keep_float, latency_fallback, calibration_size, equalize, bias_correction, reduce_range, epochs, lr, limit_batches,
              latency, threads, out, resume) -> None:
     """Quantise a trained model and measure the deployed int8 ONNX Runtime model.
 
@@ -81,6 +84,8 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     data = load_data(data_spec)
     model = build_model(model_name, weights, data)
     out_dir = Path(out)
+    if latency_fallback:
+        config = _with_latency_fallback(model, data, config, out_dir, threads)
     write_json(out_dir / "quantize.json", config.model_dump(mode="json"))
     result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx",
                           train_dir=out_dir / "train" if method == "qat" else None, resume=resume)
@@ -94,6 +99,22 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
         why = " (this CPU has no VNNI: its int8 kernels gain little, least on narrow layers)" if int8_dot_saturates() else ""
         console.print(f"[yellow]note: the int8 graph ran {1 / metrics['speedup_b64']:.2f}x slower than FP32 at batch 64"
                       f"{why}; it still saves {1 / metrics['int8_file_ratio']:.1f}x in size[/yellow]")
+
+
+def _with_latency_fallback(model, data, config, out_dir: Path, threads: int | None):
+    """`config` with the layers measured slower in int8 added to keep_float."""
+    from deepshrink.fileio import write_json
+    from deepshrink.quantization import QuantizeConfig, latency_fallback
+
+    found = latency_fallback(model, data, tuple(data.input_size), config, threads=threads or 1)
+    write_json(out_dir / "latency_fallback.json", found.to_dict())
+    if found.keep_float:
+        console.print(f"latency fallback: {', '.join(found.keep_float)} stay in float "
+                      f"(whole graph {found.int8_ms:.3f} -> {found.fallback_ms:.3f} ms at batch 1)")
+    else:
+        console.print(f"latency fallback: every quantised layer is at least as fast in int8 "
+                      f"({len(found.candidates)} slower alone, not faster in the whole graph)")
+    return QuantizeConfig.coerce(config, keep_float=(*config.keep_float, *found.keep_float))
 
 
 def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, latency: bool, threads: int | None) -> dict:

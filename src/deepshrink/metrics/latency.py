@@ -101,8 +101,8 @@ def paired_latency_ms(paths: dict[str, str | os.PathLike], batch: int, input_siz
     """Median ONNX Runtime latency of several graphs measured in interleaved rounds (A, B, A, B,
     ...), so a machine whose load drifts slows them alike and their ratios stay meaningful."""
     sessions = {name: ort_session(path, threads) for name, path in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
+    feeds = {name: {s.get_inputs()[0].name: _random_input(s.get_inputs()[0].type, (batch, *input_size))}
+             for name, s in sessions.items()}
     start = time.perf_counter()
     for name, session in sessions.items():  # warm-up (allocations, kernel selection)
         session.run(None, feeds[name])
@@ -115,3 +115,12 @@ def paired_latency_ms(paths: dict[str, str | os.PathLike], batch: int, input_siz
             session.run(None, feeds[name])
             times[name].append((time.perf_counter() - begin) * 1000)
     return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _random_input(onnx_type: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A seeded input of the graph's element type (uint8 for an int8 kernel graph fed quantised
+    activations, float32 otherwise)."""
+    rng = np.random.default_rng(0)
+    if onnx_type == "tensor(uint8)":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape, dtype=np.float32)

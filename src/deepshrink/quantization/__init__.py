@@ -1,6 +1,7 @@
 """Quantisation: uniform maths, BN folding, equalisation, observers, PTQ and QAT fake-quant
 models, int8 ONNX export run by ONNX Runtime (and the ONNX Runtime / PyTorch int8 peers), mixed
-precision, and weight clustering with Huffman-coded indices.
+precision, weight clustering with Huffman-coded indices, and the latency-aware float fallback
+(layers whose int8 kernel is slower on this CPU stay float).
 
 `deepshrink.quantize(model, calibration_data, method="ptq", bits=8)` is the verb; importing this
 package registers the "fold_bn", "equalize", "quantize" and "cluster" model transforms."""
@@ -19,6 +20,7 @@ from deepshrink.quantization.config import (
 )
 from deepshrink.quantization.deploy import to_deploy
 from deepshrink.quantization.equalization import equalize
+from deepshrink.quantization.fallback import FallbackResult, LayerTiming, latency_fallback
 from deepshrink.quantization.folding import fold_bn
 from deepshrink.quantization.int8_export import export_int8_onnx
 from deepshrink.quantization.mixed import layer_sensitivity, mixed_precision
@@ -34,6 +36,8 @@ __all__ = [
     "ActQuantizer",
     "Advanced",
     "ClusterResult",
+    "FallbackResult",
+    "LayerTiming",
     "Method",
     "ObserverName",
     "QuantizeConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "cluster_weights",
     "equalize",
     "export_int8_onnx",
+    "latency_fallback",
     "finetune_centroids",
     "fold_bn",
     "latent_float_model",
