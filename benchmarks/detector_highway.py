@@ -13,8 +13,8 @@ valid, rows scored on test (246 images, 5 classes). Rows:
   class-logit KD from the baseline (`distill_detector`);
 - `pruned+kd+int8`: `deepshrink.quantize` W8A8 PTQ of `pruned+kd` with the three prediction
   convolutions kept in float (the heads' sensitive layers), plus the layers the latency-aware
-  fallback measures slower in int8 than in float on this CPU (`deepshrink.quantization.
-  latency_fallback`; off with --no-latency-fallback), evaluated as deployed: the int8 ONNX graph on
+  fallback measures slower in int8 than in float on this CPU (`advanced.latency_fallback`; off
+  with --no-latency-fallback), evaluated as deployed: the int8 ONNX graph on
   ONNX Runtime, then decode + NMS.
 
 Every row: map50, map50_95 (percent, COCO evaluation via pycocotools), params, MACs at 320x320,
@@ -57,7 +57,8 @@ from deepshrink.export import ort_session, resolve_threads
 from deepshrink.metrics import count_params, macs, time_callable
 from deepshrink.models import create_model
 from deepshrink.pruning import prune
-from deepshrink.quantization import latency_fallback, quantize
+from deepshrink.quantization import quantize
+from deepshrink.threads import torch_threads
 from deepshrink.metrics.latency import paired_latency_ms
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kd-logit-weight", type=float, default=1.0, help="the KD row's class-logit KD weight")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (fine-tuning: half)")
     p.add_argument("--observer", default="percentile", help="PTQ activation observer")
+    p.add_argument("--baseline-only", action="store_true",
+                   help="train and measure the baseline row alone (e.g. a longer schedule to compare against)")
     p.add_argument("--latency-fallback", action=argparse.BooleanOptionalAction, default=True,
                    help="int8 row: leave in float the convolutions measured slower in int8 on this CPU")
     p.add_argument("--shared", default=str(ROOT.parent / "shared"), help="the shared data folder")
@@ -185,6 +188,8 @@ class Bench:
         start = time.perf_counter()
         base = self.fit("baseline", train_detector, base, config=self.train_config(args.epochs, args.lr))
         rows = [self.float_row("baseline", base, time.perf_counter() - start, epochs=epochs)]
+        if args.baseline_only:
+            return _ratios(rows)
 
         start = time.perf_counter()
         pruned, tuned = self.pruned_row(base, ft_epochs)
@@ -203,15 +208,13 @@ class Bench:
 
         loader = sample_loader(self.data, 16)
         calibration = torch.cat([x for _, (x, _) in zip(range(2 if args.quick else 16), loader)])
-        config = {"observer": args.observer, "calibration_size": len(calibration), "keep_float": HEAD_PREDICTIONS}
-        fallback = {}
-        if args.latency_fallback:
-            found = latency_fallback(kd, calibration, self.size, config, threads=self.threads)
-            config["keep_float"] = HEAD_PREDICTIONS + list(found.keep_float)
-            fallback = {"latency_fallback": found.to_dict()}
-        q = quantize(kd, calibration, config=config, onnx_path=self.tmp / "int8.onnx", input_size=self.size)
+        config = {"observer": args.observer, "calibration_size": len(calibration), "keep_float": HEAD_PREDICTIONS,
+                  "advanced": {"latency_fallback": args.latency_fallback}}
+        with torch_threads(self.threads):  # the fallback times kernels at the thread count latency is measured at
+            q = quantize(kd, calibration, config=config, onnx_path=self.tmp / "int8.onnx", input_size=self.size)
         deployed = evaluate_onnx_detector(q.onnx_path, self.data, split="test", threads=self.threads)
-        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=config["keep_float"], **fallback,
+        fallback = {"latency_fallback": q.report["latency_fallback"]} if args.latency_fallback else {}
+        rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=q.report["float_layers"], **fallback,
                              fake_quant_map50=round(evaluate_detector(q.model, self.data, split="test").map50, 3)))
         return _ratios(rows)
 

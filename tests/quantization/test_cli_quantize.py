@@ -87,12 +87,12 @@ def test_cli_latency_fallback_records_what_it_timed(digits_weights, tmp_path, mo
     monkeypatch.setattr(fallback, "paired_latency_ms", _int8_slower_alone_and_in_the_graph)
     out = tmp_path / "fb"
     code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
-                 "--calibration-size", "64", "--latency-fallback", "--no-latency", "--limit-batches", "2", "--out", str(out)])
+                 "--calibration-size", "64", "--latency-fallback", "--threads", "1", "--no-latency", "--limit-batches", "2", "--out", str(out)])
     assert code == 0
     found = json.loads((out / "latency_fallback.json").read_text())
     convs = [layer["layer"] for layer in found["layers"]]
     assert convs and found["candidates"] == convs and found["keep_float"] == convs
-    assert json.loads((out / "quantize.json").read_text())["keep_float"] == convs
+    assert json.loads((out / "quantize.json").read_text())["advanced"]["latency_fallback"] is True
     assert json.loads((out / "metrics.json").read_text())["report"]["float_layers"] == convs
 
 

@@ -55,7 +55,12 @@ def test_per_tensor_weights_are_an_option_and_worse_at_low_bits(trained, bundle)
     per_tensor = deepshrink.quantize(trained, x[:64], config={**options, "advanced": {"per_channel": False}})
     assert per_tensor.model.conv2.weight_quant.scale.shape == ()
     assert per_channel.model.conv2.weight_quant.scale.shape == (16,)
-    assert per_channel.report["logits_sqnr_db"] > per_tensor.report["logits_sqnr_db"]
+    # each channel's own range is at most the tensor's, so its grid is finer: less weight error
+    # (the logits' SQNR on 64 images is not ordered as reliably: it moved by 0.4 dB across CPUs)
+    with torch.no_grad():
+        errors = [sum(float(((m.weight_quant(m.weight) - m.weight) ** 2).sum()) for m in r.model.modules()
+                      if hasattr(m, "weight_quant")) for r in (per_channel, per_tensor)]
+    assert errors[0] < 0.7 * errors[1]
 
 
 @pytest.mark.usefixtures("full_int8_range")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 
 from deepshrink.cli.common import build_model, console, data_option, model_options, print_kv_table
 from deepshrink.errors import ConfigError
+from deepshrink.threads import torch_threads
 
 _OBSERVERS = ["minmax", "moving_average", "percentile", "mse", "kl"]
 _WEIGHTS = ["minmax", "mse", "lsq", "lsq_midrise", "dorefa", "bwn", "twn"]
@@ -48,7 +50,7 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 3e-4).")
 @click.option("--limit-batches", type=int, default=None, help="Evaluate (and train) on this many batches only.")
 @click.option("--latency/--no-latency", default=True, show_default=True, help="Time FP32 and int8 ONNX Runtime.")
-@click.option("--threads", type=int, default=None, help="Threads for ONNX Runtime timing (default: PyTorch's).")
+@click.option("--threads", type=int, default=None, help="Threads for ONNX Runtime timing and the latency fallback (default: PyTorch's).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--resume", is_flag=True, help="QAT: continue from OUT/train/checkpoint.pt (written every epoch).")
 def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
@@ -70,7 +72,8 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
 
     options: dict[str, Any] = {"method": method, "calibration_size": calibration_size,
                                "first_last_bits": _bits_or_none(first_last_bits), "keep_float": list(keep_float),
-                               "advanced": {"equalize": equalize, "bias_correction": bias_correction, "reduce_range": reduce_range}}
+                               "advanced": {"equalize": equalize, "bias_correction": bias_correction, "reduce_range": reduce_range,
+                                            "latency_fallback": latency_fallback}}
     extra = {"bits": bits, "act_bits": act_bits, "observer": observer, "weight": weight_quantizer, "activation": act_quantizer}
     options.update({k: v for k, v in extra.items() if v is not None})
     if resume and method != "qat":
@@ -84,12 +87,14 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
     data = load_data(data_spec)
     model = build_model(model_name, weights, data)
     out_dir = Path(out)
-    if latency_fallback:
-        config = _with_latency_fallback(model, data, config, out_dir, threads)
     write_json(out_dir / "quantize.json", config.model_dump(mode="json"))
-    result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx",
-                          train_dir=out_dir / "train" if method == "qat" else None, resume=resume)
+    # the fallback times kernels at PyTorch's thread count: the count the latency below is measured at
+    with torch_threads(threads) if threads and latency_fallback else contextlib.nullcontext():
+        result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx",
+                              train_dir=out_dir / "train" if method == "qat" else None, resume=resume)
     save_model(result.model, out_dir)
+    if latency_fallback:
+        _report_fallback(result.report["latency_fallback"], out_dir)
     metrics = measure(model, result, data, out_dir, limit_batches=limit_batches, latency=latency, threads=threads)
     write_json(out_dir / "metrics.json", metrics)
     print_kv_table("quantize", {k: v for k, v in metrics.items() if not isinstance(v, dict)})
@@ -101,20 +106,16 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
                       f"{why}; it still saves {1 / metrics['int8_file_ratio']:.1f}x in size[/yellow]")
 
 
-def _with_latency_fallback(model, data, config, out_dir: Path, threads: int | None):
-    """`config` with the layers measured slower in int8 added to keep_float."""
+def _report_fallback(found: dict, out_dir: Path) -> None:
     from deepshrink.fileio import write_json
-    from deepshrink.quantization import QuantizeConfig, latency_fallback
 
-    found = latency_fallback(model, data, tuple(data.input_size), config, threads=threads or 1)
-    write_json(out_dir / "latency_fallback.json", found.to_dict())
-    if found.keep_float:
-        console.print(f"latency fallback: {', '.join(found.keep_float)} stay in float "
-                      f"(whole graph {found.int8_ms:.3f} -> {found.fallback_ms:.3f} ms at batch 1)")
+    write_json(out_dir / "latency_fallback.json", found)
+    if found["keep_float"]:
+        console.print(f"latency fallback: {', '.join(found['keep_float'])} stay in float "
+                      f"(whole graph {found['int8_ms']:.3f} -> {found['fallback_ms']:.3f} ms at batch 1)")
     else:
-        console.print(f"latency fallback: every quantised layer is at least as fast in int8 "
-                      f"({len(found.candidates)} slower alone, not faster in the whole graph)")
-    return QuantizeConfig.coerce(config, keep_float=(*config.keep_float, *found.keep_float))
+        console.print(f"latency fallback: no layer left in float ({len(found['candidates'])} ran slower in int8 "
+                      "alone; the whole graph was not faster without them)")
 
 
 def measure(model, result, data, out_dir: Path, *, limit_batches: int | None, latency: bool, threads: int | None) -> dict:

@@ -85,6 +85,13 @@ def quantize(
     overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
     config = QuantizeConfig.coerce(config, **overrides)
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
+    fallback = None
+    if config.advanced.latency_fallback:
+        from deepshrink.quantization.fallback import latency_fallback  # it quantises through this function
+
+        fallback = latency_fallback(model, batches, tuple(input_size or batches[0].shape[1:]), config,
+                                    threads=torch.get_num_threads())
+        config = QuantizeConfig.coerce(config, keep_float=(*config.keep_float, *fallback.keep_float))
     base, quantized, plan = prepare_model(model, config, batches)
     quantized, history = METHODS[config.method](quantized, calibration_data, config,
                                                 base if teacher is None else teacher.eval(),
@@ -97,6 +104,8 @@ def quantize(
     report = _report(base, quantized, config, batches, plan)
     if history:
         report["qat_history"] = history
+    if fallback is not None:
+        report["latency_fallback"] = fallback.to_dict()
     path = None
     if onnx_path is not None:
         from deepshrink.quantization.int8_export import export_int8_onnx

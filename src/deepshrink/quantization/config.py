@@ -77,6 +77,10 @@ class Advanced(BaseModel):
         description="8-bit weights on the 7-bit grid [-63, 63]: ONNX Runtime's int8 kernels on x86 CPUs without "
         "VNNI saturate 16-bit sums of 8-bit weights (quantization/cpu.py); None: on exactly when this CPU lacks VNNI",
     )
+    latency_fallback: bool = Field(
+        False, description="also keep in float the convolutions whose int8 kernel runs slower than float on this CPU "
+        "(timed per layer at PyTorch's thread count, kept only when the whole int8 graph is faster; quantization/fallback.py)",
+    )
     keep_calibrated: bool = Field(
         True, description="QAT: return the calibrated (PTQ) model when fine-tuning lowers validation top-1"
     )

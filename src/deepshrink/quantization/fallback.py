@@ -164,7 +164,8 @@ def latency_fallback(model: nn.Module, calibration_data: Any, input_size: tuple[
 
 
 def _timing_config(config: QuantizeConfig) -> QuantizeConfig:
+    advanced = config.advanced.model_copy(update={"latency_fallback": False})  # no search inside the search
     if config.method is Method.PTQ:
-        return config
+        return config.model_copy(update={"advanced": advanced})
     return QuantizeConfig(keep_float=config.keep_float, calibration_size=config.calibration_size,
-                          first_last_bits=config.first_last_bits, advanced=config.advanced)
+                          first_last_bits=config.first_last_bits, advanced=advanced)
