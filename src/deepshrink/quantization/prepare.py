@@ -95,7 +95,7 @@ def make_plan(graph_module: fx.GraphModule, config: QuantizeConfig) -> dict[str,
         "reduce_range": reduce_range,
         "weights": weights,
         "activations": _group([(*_through_identity(graph_module, p, c), k, b) for p, c, k, b in wanted]),
-        "float": sorted(n for n in names if matches(n, config.keep_float)),
+        "float": sorted({n for n in names if matches(n, config.keep_float)}),  # a shared layer is named once
     }
 
 
