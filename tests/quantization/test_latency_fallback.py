@@ -25,8 +25,9 @@ SIZE = (3, 12, 12)
 
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False),
-                                  nn.Conv2d(8, 24, 1), nn.Conv2d(8, 8, 3, 1, 2, dilation=2)],
-                         ids=["stem", "depthwise", "pointwise", "dilated"])
+                                  nn.Conv2d(8, 24, 1), nn.Conv2d(8, 8, 3, 1, 2, dilation=2), nn.Conv2d(8, 8, 4, padding="same"),
+                                  nn.Conv2d(8, 8, 3, padding="valid")],
+                         ids=["stem", "depthwise", "pointwise", "dilated", "same-even-kernel", "valid"])
 def test_kernel_graphs_run_the_layer(conv, tmp_path):
     x = torch.randn(1, conv.in_channels, 10, 10)
     float_path, int8_path = conv_kernel_graphs(conv, tuple(x.shape), tmp_path)

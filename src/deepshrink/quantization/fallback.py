@@ -82,11 +82,9 @@ def conv_kernel_graphs(conv: nn.Conv2d, shape: tuple[int, ...], folder: Path) ->
     is the layer itself; the int8 one takes and gives uint8 with int8 per-channel weights, as the
     deployed QDQ graph runs once ONNX Runtime has fused it. Kernel speed does not depend on the
     values, so its scales and codes are placeholders."""
-    if isinstance(conv.padding, str):
-        raise ValueError(f"conv_kernel_graphs: padding='{conv.padding}' is not supported; use explicit pads")
     out_channels, kernel = conv.out_channels, list(conv.kernel_size)
     attrs = {"kernel_shape": kernel, "strides": list(conv.stride), "dilations": list(conv.dilation),
-             "pads": list(conv.padding) * 2, "group": conv.groups}
+             "pads": _pads(conv), "group": conv.groups}
     rng = np.random.default_rng(0)
     weight = tuple(conv.weight.shape)
     tensors = {
@@ -112,6 +110,17 @@ def conv_kernel_graphs(conv: nn.Conv2d, shape: tuple[int, ...], folder: Path) ->
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def _pads(conv: nn.Conv2d) -> list[int]:
+    """ONNX pads [top, left, bottom, right], 'same' and 'valid' included (the extra pixel of an
+    uneven 'same' goes after, as PyTorch puts it)."""
+    if conv.padding == "valid":
+        return [0, 0, 0, 0]
+    if conv.padding == "same":
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        return [t // 2 for t in total] + [t - t // 2 for t in total]
+    return list(conv.padding) * 2
 
 
 def layer_timings(model: nn.Module, input_size: tuple[int, ...], config: QuantizeConfig | dict | None = None, *,
