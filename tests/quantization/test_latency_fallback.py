@@ -24,6 +24,7 @@ from deepshrink.quantization.fallback import (
 SIZE = (3, 12, 12)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # PyTorch's note on the even kernel
 @pytest.mark.parametrize("conv", [nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False),
                                   nn.Conv2d(8, 24, 1), nn.Conv2d(8, 8, 3, 1, 2, dilation=2), nn.Conv2d(8, 8, 4, padding="same"),
                                   nn.Conv2d(8, 8, 3, padding="valid")],
