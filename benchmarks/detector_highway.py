@@ -179,6 +179,25 @@ class Bench:
                          config=self.train_config(epochs, self.args.lr / 2))
         return pruned, tuned
 
+    def kd_row(self, pruned: torch.nn.Module, base: torch.nn.Module, epochs: int) -> torch.nn.Module:
+        """The pruned network distilled from `base` for `epochs` (resumed or reused from the work folder)."""
+        args = self.args
+        kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images,
+                                     feature_weight=args.kd_feature_weight, logit_weight=args.kd_logit_weight)
+        weights = (args.kd_feature_weight, args.kd_logit_weight)
+        # other KD weights train in their own folder, beside the same baseline and pruned rows
+        kd_dir = ("pruned+kd" if weights == (1.0, 1.0) else f"pruned+kd_f{weights[0]:g}_l{weights[1]:g}") + self.rounding_suffix()
+        return self.fit(kd_dir, kd_train, copy.deepcopy(pruned), base, config=self.train_config(epochs, args.lr / 2))
+
+    def int8(self, model: torch.nn.Module, keep_float: list[str], name: str = "int8"):
+        """W8A8 PTQ of `model` with `keep_float` (and the latency fallback unless switched off),
+        exported to int8 ONNX."""
+        calibration = torch.cat([x for _, (x, _) in zip(range(2 if self.args.quick else 16), sample_loader(self.data, 16))])
+        config = {"observer": self.args.observer, "calibration_size": len(calibration), "keep_float": keep_float,
+                  "advanced": {"latency_fallback": self.args.latency_fallback}}
+        with torch_threads(self.threads):  # the fallback times kernels at the thread count latency is measured at
+            return quantize(model, calibration, config=config, onnx_path=self.tmp / f"{name}.onnx", input_size=self.size)
+
     def run(self) -> list[dict]:
         args = self.args
         epochs = 1 if args.quick else args.epochs
@@ -193,25 +212,13 @@ class Bench:
 
         start = time.perf_counter()
         pruned, tuned = self.pruned_row(base, ft_epochs)
-        ft = self.train_config(ft_epochs, args.lr / 2)
-        rounding = self.rounding_suffix()
         rows.append(self.float_row("pruned", tuned, time.perf_counter() - start, epochs=ft_epochs,
                                    prune_ratio=round(pruned.report["ratio"], 4), round_to=args.round_to))
         start = time.perf_counter()
-        kd_train = functools.partial(distill_detector, adapter_images=args.adapter_images,
-                                     feature_weight=args.kd_feature_weight, logit_weight=args.kd_logit_weight)
-        weights = (args.kd_feature_weight, args.kd_logit_weight)
-        # other KD weights train in their own folder, beside the same baseline and pruned rows
-        kd_dir = ("pruned+kd" if weights == (1.0, 1.0) else f"pruned+kd_f{weights[0]:g}_l{weights[1]:g}") + rounding
-        kd = self.fit(kd_dir, kd_train, copy.deepcopy(pruned.model), base, config=ft)
+        kd = self.kd_row(pruned.model, base, ft_epochs)
         rows.append(self.float_row("pruned+kd", kd, time.perf_counter() - start, epochs=ft_epochs))
 
-        loader = sample_loader(self.data, 16)
-        calibration = torch.cat([x for _, (x, _) in zip(range(2 if args.quick else 16), loader)])
-        config = {"observer": args.observer, "calibration_size": len(calibration), "keep_float": HEAD_PREDICTIONS,
-                  "advanced": {"latency_fallback": args.latency_fallback}}
-        with torch_threads(self.threads):  # the fallback times kernels at the thread count latency is measured at
-            q = quantize(kd, calibration, config=config, onnx_path=self.tmp / "int8.onnx", input_size=self.size)
+        q = self.int8(kd, HEAD_PREDICTIONS)
         deployed = evaluate_onnx_detector(q.onnx_path, self.data, split="test", threads=self.threads)
         fallback = {"latency_fallback": q.report["latency_fallback"]} if args.latency_fallback else {}
         rows.append(self.row("pruned+kd+int8", kd, q.onnx_path, deployed, float_layers=q.report["float_layers"], **fallback,

@@ -17,9 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import detector_highway as bench_module  # noqa: E402
 
-from deepshrink.data import sample_loader  # noqa: E402
 from deepshrink.detection import evaluate_detector, evaluate_onnx_detector  # noqa: E402
-from deepshrink.quantization import quantize  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", default="32")
@@ -30,15 +28,12 @@ parser.add_argument("--out", default=None)
 cli = parser.parse_args()
 torch.set_num_threads(1)
 args = bench_module.parse(["--epochs", cli.epochs, "--finetune-epochs", cli.finetune_epochs, "--round-to", cli.round_to,
-                           "--threads", "1", "--work", cli.work])
+                           "--threads", "1", "--work", cli.work, "--no-latency-fallback"])
 bench = bench_module.Bench(args)
 base = bench_module.create_model(args.model, num_classes=bench.data.num_classes, width_mult=args.width_mult)
 base = bench.fit("baseline", bench_module.train_detector, base, config=bench.train_config(args.epochs, args.lr)).eval()
 tuned = bench.pruned_row(base, args.finetune_epochs)[1].eval()
-calibration = torch.cat([x for _, (x, _) in zip(range(16), sample_loader(bench.data, 16))])
-q = quantize(tuned, calibration, config={"observer": args.observer, "calibration_size": len(calibration),
-                                         "keep_float": bench_module.HEAD_PREDICTIONS},
-             onnx_path=bench.tmp / "int8.onnx", input_size=bench.size)
+q = bench.int8(tuned, bench_module.HEAD_PREDICTIONS)
 result = {"baseline_test_map50": evaluate_detector(base, bench.data, split="test").map50,
           "pruned_test_map50": evaluate_detector(tuned, bench.data, split="test").map50,
           "pruned_int8_ort_test_map50": evaluate_onnx_detector(q.onnx_path, bench.data, split="test", threads=1).map50}
