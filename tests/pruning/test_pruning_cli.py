@@ -80,6 +80,7 @@ def test_errors_are_one_line(tmp_path, capsys) -> None:
         (["--sensitivity", "--data", "digits"], "--sensitivity needs exactly one of --macs-budget/--params-budget"),
         (["--sensitivity", "--data", "digits", "--max-drop", "1", "--ratio", "0.3"], "--ratio conflicts with --sensitivity"),
         (["--max-drop", "1"], "--max-drop needs --sensitivity"),
+        (["--round-to", "sixteen"], "--round-to 'sixteen': expected a positive integer or 'auto'"),
         (["--model", "digits_cnn", "--data", "digits", "--sensitivity", "--max-drop", "1", "--limit-batches", "1"],
          "sensitivity: the model has no prunable group to measure"),
     ]

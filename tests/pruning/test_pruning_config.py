@@ -24,10 +24,18 @@ def test_overrides_apply_on_top_of_a_config() -> None:
     ({"schedule": {"kind": "iterative", "steps": 1}}, "field 'schedule.iterative.steps'"),
     ({"budget": {"keep": 0}}, "field 'budget.keep'"),
     ({"advanced": {"tolerance": 0}}, "field 'advanced.tolerance'"),
+    ({"round_to": 0}, "field 'round_to': Value error, round_to must be a positive integer or 'auto', got 0"),
+    ({"round_to": "fast"}, "field 'round_to"),
 ])
 def test_invalid_fields_are_named(data, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_config(PruneConfig, data)
+
+
+@pytest.mark.parametrize("flags, block", [({"avx2", "fma"}, 8), ({"avx2", "avx512f", "avx512_vnni"}, 16), (None, 8)])
+def test_round_to_auto_is_this_cpus_channel_block(monkeypatch, flags, block) -> None:
+    monkeypatch.setattr("deepshrink.quantization.cpu.cpu_flags", lambda: None if flags is None else frozenset(flags))
+    assert parse_config(PruneConfig, {"round_to": "auto"}).round_to == block  # resolved once: the plan records it
 
 
 def test_layer_selection_accepts_classes_and_matches_subclasses() -> None:

@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 
+def _round_to(text: str | None) -> int | str | None:
+    if text is None or text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--round-to '{text}': expected a positive integer or 'auto'") from None
+
+
 def _config(options: dict[str, Any]):
     """PruneConfig from --config (YAML/JSON), with the flags that were given on top."""
     from deepshrink.pruning import PruneConfig
@@ -29,7 +38,7 @@ def _config(options: dict[str, Any]):
     overrides: dict[str, Any] = {
         "criterion": options["criterion"], "aggregate": options["aggregate"], "ratio": options["ratio"],
         "policy": options["policy"],
-        "round_to": options["round_to"],
+        "round_to": _round_to(options["round_to"]),
         "budget": {"metric": budgets[0][0], "keep": budgets[0][1]} if budgets else None,
         "schedule": {"kind": "iterative", "steps": options["steps"]} if options["steps"] else None,
     }
@@ -56,7 +65,8 @@ def _calibration(data, count: int) -> list:
 @click.option("--policy", type=click.Choice(["uniform", "global"]), default=None)
 @click.option("--macs-budget", type=float, default=None, help="Prune until this fraction of the MACs is left (e.g. 0.5).")
 @click.option("--params-budget", type=float, default=None, help="Prune until this fraction of the parameters is left.")
-@click.option("--round-to", type=int, default=None, help="Kept channels per group rounded to this multiple (default 8).")
+@click.option("--round-to", type=str, default=None,
+              help="Kept channels per group rounded to this multiple (default 8), or 'auto': 16 on AVX-512 CPUs, else 8.")
 @click.option("--protect", multiple=True, help="Layer (module path) never pruned; repeat for several.")
 @click.option("--no-protect-ends", is_flag=True, help="Also prune the first convolution and the classifier's input.")
 @click.option("--steps", type=int, default=None, help="Iterative pruning in this many steps (fine-tunes between; needs --data).")

@@ -75,11 +75,24 @@ class PruneConfig(BaseModel):
     ratios: dict[str, Ratio] = Field(default_factory=dict, description="layer name or regex -> ratio")
     protect: LayerSelection = LayerSelection()
     protect_ends: bool = Field(default=True, description="leave the first convolution and the classifier untouched")
-    round_to: int = Field(default=8, ge=1, description="kept channels per group rounded to a multiple of this")
+    round_to: int | Literal["auto"] = Field(
+        default=8, description="kept channels per group rounded to a multiple of this; 'auto': ONNX Runtime's "
+        "float convolution channel block on this CPU (16 with AVX-512, else 8), resolved when the config is made")
     budget: Budget | None = None
     schedule: Schedule = OneShot()
     verify: bool = True
     advanced: Advanced = Advanced()
+
+    @field_validator("round_to")
+    @classmethod
+    def _round_to(cls, value: int | str) -> int:
+        if value == "auto":
+            from deepshrink.quantization.cpu import ort_channel_block
+
+            return ort_channel_block()
+        if value < 1:
+            raise ValueError(f"round_to must be a positive integer or 'auto', got {value}")
+        return value
 
     @field_validator("criterion")
     @classmethod
