@@ -8,7 +8,8 @@ valid, rows scored on test (246 images, 5 classes). Rows:
 - `baseline`: `--model` (default fcos_resnet, width 0.5) trained from scratch for `--epochs`
   (AdamW, cosine, 1 warm-up epoch, box-aware augmentation, EMA weights);
 - `pruned`: `deepshrink.prune` (FPGM, verified surgery through neck and shared heads) to a MACs
-  budget (`--macs-keep`, default 0.5 = 2x fewer), fine-tuned for `--finetune-epochs`;
+  budget (`--macs-keep`, default 0.5 = 2x fewer), kept channels in multiples of `--round-to` (16
+  matches ONNX Runtime's AVX-512 channel block), fine-tuned for `--finetune-epochs`;
 - `pruned+kd`: the same pruned network fine-tuned as long with neck-feature imitation and
   class-logit KD from the baseline (`distill_detector`);
 - `pruned+kd+int8`: `deepshrink.quantize` W8A8 PTQ of `pruned+kd` with the three prediction
@@ -23,6 +24,8 @@ interleaved with the baseline graph) and with decode + NMS on real test images (
 and the ratios to the baseline. The issue's goal: at 2x fewer MACs plus int8, lose <= 1.0 point
 mAP@0.5 and run >= 2.5x faster on ONNX Runtime.
 
+    # the main table (AVX-512 VNNI CPU, 1 thread, about 85 min; time it on a quiet machine):
+    python benchmarks/detector_highway.py --epochs 32 --finetune-epochs 32 --kd-feature-weight 0 --round-to 16 --threads 1
     python benchmarks/detector_highway.py --epochs 60      # the long schedule (a GPU when lent)
     python benchmarks/detector_highway.py --quick          # smoke run: minutes on 2 CPU cores
 
