@@ -36,16 +36,17 @@ cli = parser.parse_args()
 torch.set_num_threads(1)
 VARIANTS = {"heads-float": bench_module.HEAD_PREDICTIONS, "cls-float": ["head.cls_pred"], "all-int8": []}
 results = []
+args = bench_module.parse(["--epochs", cli.epochs, "--finetune-epochs", cli.finetune_epochs, "--round-to", cli.round_to,
+                           "--kd-feature-weight", cli.kd_feature_weight, "--threads", "1", "--work", cli.work]
+                          + ["--quick"] * cli.quick)
+bench = bench_module.Bench(args)  # the trained rows are loaded once; only the fallback switch changes
+base = bench_module.create_model(args.model, num_classes=bench.data.num_classes, width_mult=args.width_mult)
+base = bench.fit("baseline", bench_module.train_detector, base, config=bench.train_config(args.epochs, args.lr)).eval()
+pruned = bench.pruned_row(base, args.finetune_epochs)[0]
+kd = bench.kd_row(pruned.model, base, args.finetune_epochs).eval()
+baseline_onnx = export_detector(base, bench.tmp / "baseline.onnx", bench.size)
 for fallback in (False, True):
-    args = bench_module.parse(["--epochs", cli.epochs, "--finetune-epochs", cli.finetune_epochs, "--round-to", cli.round_to,
-                               "--kd-feature-weight", cli.kd_feature_weight, "--threads", "1", "--work", cli.work,
-                               "--latency-fallback" if fallback else "--no-latency-fallback"] + ["--quick"] * cli.quick)
-    bench = bench_module.Bench(args)
-    base = bench_module.create_model(args.model, num_classes=bench.data.num_classes, width_mult=args.width_mult)
-    base = bench.fit("baseline", bench_module.train_detector, base, config=bench.train_config(args.epochs, args.lr)).eval()
-    pruned = bench.pruned_row(base, args.finetune_epochs)[0]
-    kd = bench.kd_row(pruned.model, base, args.finetune_epochs).eval()
-    baseline_onnx = export_detector(base, bench.tmp / "baseline.onnx", bench.size)
+    args.latency_fallback = fallback
     for name, keep in VARIANTS.items():
         q = bench.int8(kd, keep, name=name)
         pair = paired_latency_ms({"baseline": baseline_onnx, "int8": q.onnx_path}, 1, bench.size, threads=1, budget_s=5.0)
