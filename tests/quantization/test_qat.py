@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -198,6 +199,21 @@ def test_resuming_qat_under_other_quantisation_settings_is_refused_by_field(trai
     with pytest.raises(ConfigError, match=r"advanced\.qat_batchnorm: .* with advanced\.qat_batchnorm=False"):
         deepshrink.quantize(trained, bundle, config={**config, "advanced": {"qat_batchnorm": True}}, train_dir=tmp_path,
                             resume=True)
+
+
+def test_checkpoints_from_before_a_setting_existed_resume_under_its_default(trained, bundle, tmp_path):
+    config = {"method": "qat", "bits": 4, "train": {**TRAIN, "epochs": 1}}
+    deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path)
+    saved_path = tmp_path / "quantize_config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["advanced.latency_fallback"]  # as written by a DeepShrink without that setting
+    saved_path.write_text(json.dumps(saved))
+    deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path, resume=True)
+    saved_path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=r"advanced\.latency_fallback: .* trained with advanced\.latency_fallback=False, "
+                                          r"this run has advanced\.latency_fallback=True"):
+        deepshrink.quantize(trained, bundle, config={**config, "advanced": {"latency_fallback": True}},
+                            train_dir=tmp_path, resume=True)
 
 
 def test_progressive_quantisation_starts_from_the_higher_bit_models_latent_weights(trained, bundle):

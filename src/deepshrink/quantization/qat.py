@@ -105,11 +105,13 @@ def run_qat(model: nn.Module, data: Any, config: QuantizeConfig, teacher: nn.Mod
 def claim_train_dir(train_dir: str | os.PathLike, config: QuantizeConfig, resume: bool) -> None:
     """Keep the quantisation settings beside the QAT checkpoints. Resuming under other settings
     would load weights trained for another fake-quant model, so it is refused by field (the
-    training engine checks the `train` fields itself)."""
+    training engine checks the `train` fields itself). A field the saved file lacks was added to
+    DeepShrink after those checkpoints were written; they were trained with its default."""
     path = Path(train_dir) / QUANTIZE_CONFIG_FILE
     current = _flat(config.model_dump(mode="json", exclude={"train"}))
     if resume and path.is_file():
-        saved = _flat(read_json(path))
+        defaults = _flat(QuantizeConfig().model_dump(mode="json", exclude={"train"}))
+        saved = defaults | _flat(read_json(path))
         for name in sorted(set(saved) | set(current)):
             if saved.get(name) != current.get(name):
                 raise ConfigError(f"{name}: the QAT checkpoint in {train_dir} was trained with {name}={saved.get(name)!r}, "
