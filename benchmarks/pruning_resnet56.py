@@ -92,6 +92,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="fpgm-stages: the inner-channel ratio of layer1,layer2,layer3 (default 0.5,0.5,0.625)")
     p.add_argument("--drop-blocks", type=int, default=2,
                    help="fpgm-depth: residual branches of the first stage dropped after halving (default 2)")
+    p.add_argument("--round-to", type=round_to_arg, default=8,
+                   help="our rows: kept channels per group in multiples of this, or 'auto' (ONNX Runtime's float "
+                        "channel block on this CPU: 16 with AVX-512, else 8); rows of another value need their own --work")
     p.add_argument("--aggregate", choices=["producers", "group"], default="producers",
                    help="our l1/fpgm rows score the filters only or the whole coupled group (as Torch-Pruning does)")
     p.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate (default 0.01)")
@@ -130,6 +133,13 @@ def searched_config(baseline, args, data, out_dir: Path) -> tuple[PruneConfig, d
         "group_ratios": {k: round(v, 3) for k, v in found.plan.items()}}
 
 
+def round_to_arg(text: str) -> int:
+    try:
+        return PruneConfig(round_to=text if text == "auto" else int(text)).round_to
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+
+
 def stage_ratios(text: str) -> dict[str, float]:
     """"0.5,0.5,0.625" -> {layer1 groups: 0.5, layer2 groups: 0.5, layer3 groups: 0.625}."""
     try:
@@ -144,7 +154,7 @@ def stage_ratios(text: str) -> dict[str, float]:
 def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> tuple[torch.nn.Module, dict]:
     scope = {"protect_ends": False} if args.scope == "all" else {"protect_ends": True}
     target = {"ratio": args.ratio} if args.ratio is not None else {"budget": {"metric": "macs", "keep": args.macs_keep}}
-    config = PruneConfig(criterion=OURS[name], aggregate=args.aggregate, **target, **scope)
+    config = PruneConfig(criterion=OURS[name], aggregate=args.aggregate, round_to=args.round_to, **target, **scope)
     extra = {}
     if name in SENSITIVITY_ROWS | SEARCH_ROWS and config.budget is None:
         raise SystemExit(f"{name}: its per-group ratios are chosen within the MACs budget (--macs-keep), not --ratio")
@@ -170,7 +180,7 @@ def prune_ours(baseline, name: str, args, data, calibration, run_dir: Path) -> t
                                        "depth_rel_error": dropped.report["verified_rel_error"],
                                        **({"saved_ms_b64": {n: round(saved[n], 2) for n in dropped.report["dropped"]}} if saved else {})}
     aggregate = getattr(config.aggregate, "value", config.aggregate)  # the search scores its own way
-    return model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate,
+    return model, {"ratio": round(result.report["ratio"], 4), "aggregate": aggregate, "round_to": config.round_to,
                           "verified_rel_error": result.report["verification"]["max_relative_error"], **extra}
 
 
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
               "recipe": ("KD from the baseline, T 4, 0.1 labels + 0.9 teacher" if args.kd else "cross-entropy")
               + (f" + stage-output mimic x{args.mimic}" if args.kd and args.mimic else "")
               + ", SGD nesterov, cosine, batch 128, wd 1e-4, crop + flip",
-              "macs_keep": args.macs_keep if args.ratio is None else None, "ratio": args.ratio, "scope": args.scope, "aggregate": args.aggregate, "test_images": len(scored.test),
+              "macs_keep": args.macs_keep if args.ratio is None else None, "ratio": args.ratio, "scope": args.scope, "aggregate": args.aggregate, "round_to": args.round_to, "test_images": len(scored.test),
               "calibration_images": 64 * args.calibration_batches}
     notes = ("top1_pruned: accuracy right after pruning, before fine-tuning. speedup_b1/b64: baseline latency / "
              "row latency, all rows timed interleaved in one ONNX Runtime session at the end. tp-*: Torch-Pruning; "
