@@ -8,7 +8,9 @@ stage, `--stage-ratios`, for the inner channels of each stage's blocks; fpgm-dep
 group halved as `--ratio 0.5`, then the `--drop-blocks` residual branches of the first stage whose
 replacement by their mean output loses least are dropped, `deepshrink.pruning.drop_branches`;
 fpgm-depth-lat: the same, the branches ranked by that loss per millisecond ONNX Runtime saves at
-batch 64, in any stage) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
+batch 64, in any stage; with `--round-to 16` a 16-channel group is too small to halve, so the first
+stage keeps its width: ONNX Runtime's AVX-512 float convolutions pad channels to blocks of 16, and
+8 channels run as slowly as 16 there) prune it with `deepshrink.prune` to a MACs budget (default: keep 50 %; `--ratio 0.5` instead
 prunes every group by half, exactly the peer's architecture) with verified surgery,
 inside the blocks (`--scope intra`, the default: one-shot pruning of the residual stream costs far
 more accuracy before fine-tuning) or through the option-A shortcuts too (`--scope all`, which
