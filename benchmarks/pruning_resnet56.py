@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'baseline':>10}: top-1 {base_top1:.2f} %, {base_profile.macs:,} MACs", flush=True)
     for name in rows_wanted:
         record = cache.get(name)
+        if record is not None and name in OURS and record.get("round_to", 8) != args.round_to:  # rows before the flag: 8
+            raise SystemExit(f"{cache.folder / name}.json: round_to: the cached row kept multiples of "
+                             f"{record.get('round_to', 8)}, this run asks for {args.round_to}; use another --work")
         if record is None:
             record = finetuned_row(name, baseline, args, data, calibration, config, top1, base_profile, base_top1,
                                    cache.train_dir(name))
