@@ -59,6 +59,7 @@ from deepshrink.metrics.benchmark import row_from_profile
 from deepshrink.nas.search import SearchConfig, search
 from deepshrink.nas.search.config import DEFAULT_RATIOS
 from deepshrink.pruning import PruneConfig, drop_branches, prune, sensitivity_config
+from deepshrink.pruning.config import round_to_from_text
 from deepshrink.training import CHECKPOINT_FILE, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def searched_config(baseline, args, data, out_dir: Path) -> tuple[PruneConfig, d
 
 def round_to_arg(text: str) -> int:
     try:
-        return PruneConfig(round_to=text if text == "auto" else int(text)).round_to
+        return PruneConfig(round_to=round_to_from_text(text)).round_to
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 
 def _round_to(text: str | None) -> int | str | None:
-    if text is None or text == "auto":
-        return text
+    from deepshrink.pruning.config import round_to_from_text
+
+    if text is None:
+        return None
     try:
-        return int(text)
+        return round_to_from_text(text)
     except ValueError:
         raise ConfigError(f"--round-to '{text}': expected a positive integer or 'auto'") from None
 

@@ -103,6 +103,12 @@ class PruneConfig(BaseModel):
         return value
 
 
+def round_to_from_text(text: str) -> int | Literal["auto"]:
+    """`round_to` as typed on a command line: 'auto' or an integer (ValueError otherwise; the
+    config's validator then checks the value)."""
+    return "auto" if text == "auto" else int(text)
+
+
 class SensitivityOptions(BaseModel):
     """Per-group ratios from accuracy-vs-ratio curves measured on the validation split: the least
     predicted loss within the budget, or without one each group's largest ratio losing at most
