@@ -243,3 +243,52 @@ def test_latent_weights_from_another_models_quantisation_are_refused(trained, bu
     quantized = deepshrink.quantize(trained, bundle, bits=8).model
     with pytest.raises(ModelError, match=r"tensor '0.weight'.*was it quantised from this model"):
         deepshrink.quantization.latent_float_model(quantized, other)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"method": "ptq", "progressive": [4]}, r"progressive: its stages are QAT runs; use method 'qat'"),
+    ({"bits": 4, "progressive": [4]}, r"progressive: each stage needs more bits than the next and than bits=4, got \[4\]"),
+    ({"bits": 2, "progressive": [3, 4]}, r"progressive: each stage needs more bits .* got \[3, 4\]"),
+    ({"bits": 2, "progressive": ["4:x"]}, r"progressive\.0: expected BITS or BITS:EPOCHS .* got '4:x'"),
+    ({"bits": 2, "progressive": [{"bits": 4, "weight": "bwn"}]}, r"progressive\.0: weight quantizer 'bwn' is 1-bit"),
+    ({"bits": 2, "progressive": [9]}, r"progressive\.0\.bits: Input should be less than or equal to 8"),
+])
+def test_bad_progressive_ladders_are_config_errors_naming_the_stage(options, message):
+    with pytest.raises(ConfigError, match=message):
+        QuantizeConfig(**{"method": "qat", **options})
+
+
+def test_progressive_stage_shorthands_and_settings():
+    config = QuantizeConfig(method="qat", bits=2, weight="lsq_midrise", progressive=[6, "4:3"], layer_bits={"conv2": 3},
+                            train={**TRAIN, "epochs": 30}, advanced={"latency_fallback": True, "distill_weight": 1.0})
+    six, four = (config.stage(stage) for stage in config.progressive)
+    assert (six.bits, six.act_bits, six.train.epochs, four.bits, four.train.epochs) == (6, 6, 30, 4, 3)
+    assert six.weight.value == four.weight.value == "lsq"  # the mid-rise grid is the 2-bit stage's
+    assert four.layer_bits == {} and not four.advanced.latency_fallback and four.advanced.distill_weight == 1.0
+
+
+def test_one_progressive_call_runs_the_two_call_ladder(trained, bundle):
+    x, _ = normalized(bundle.test)
+    config = {"method": "qat", "first_last_bits": None, "train": TRAIN, "advanced": {"keep_calibrated": False}}
+    w4 = deepshrink.quantize(trained, bundle, bits=4, config=config)
+    by_hand = deepshrink.quantize(deepshrink.quantization.latent_float_model(w4.model, trained), bundle, bits=2,
+                                  config=config, teacher=trained)
+    ladder = deepshrink.quantize(trained, bundle, bits=2, config={**config, "progressive": [4]})
+    with torch.no_grad():
+        torch.testing.assert_close(ladder.model(x), by_hand.model(x), rtol=0, atol=0)
+    [stage] = ladder.report["progressive"]
+    assert (stage["bits"], stage["act_bits"], len(stage["qat_history"])) == (4, 4, TRAIN["epochs"])
+    assert ladder.report["layer_bits"]["conv2"] == 2
+
+
+def test_a_progressive_ladder_resumes_and_refuses_another_ladder(trained, bundle, tmp_path):
+    x, _ = normalized(bundle.test)
+    config = {"method": "qat", "bits": 2, "progressive": ["4:1"], "train": {**TRAIN, "epochs": 1}}
+    first = deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path)
+    assert (tmp_path / "stage1-w4" / "checkpoint.pt").is_file() and (tmp_path / "checkpoint.pt").is_file()
+    again = deepshrink.quantize(trained, bundle, config=config, train_dir=tmp_path, resume=True)  # nothing left to train
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), first.model(x), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"progressive: the QAT checkpoint in .* was trained with progressive="):
+        deepshrink.quantize(trained, bundle, config={**config, "progressive": ["3:1"]}, train_dir=tmp_path, resume=True)
+    assert not (tmp_path / "stage1-w3").exists()  # refused before any stage trained

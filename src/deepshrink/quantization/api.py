@@ -81,9 +81,25 @@ def quantize(
     QAT checkpoints every epoch into `train_dir` when given; `resume=True` continues from there
     (calibration is deterministic, so the resumed run trains the same fake-quant model).
     `teacher`: the model QAT distils from when `advanced.distill_weight` > 0 (default: `model`
-    itself; progressive quantisation passes the float model, see quantization.progressive)."""
+    itself; progressive quantisation passes the float model, see quantization.progressive).
+    With `config.progressive`, QAT runs at those higher bit-widths first, each from the last one's
+    latent weights (their checkpoints in `train_dir`/stageN-wB), and the report lists the stages."""
     overrides = {k: v for k, v in {"method": method, "bits": bits, "observer": observer}.items() if v is not None}
     config = QuantizeConfig.coerce(config, **overrides)
+    if config.progressive:
+        from deepshrink.quantization.progressive import quantize_progressively
+
+        return quantize_progressively(model, calibration_data, config, onnx_path=onnx_path, input_size=input_size,
+                                      train_dir=train_dir, resume=resume, teacher=teacher)
+    return quantize_once(model, calibration_data, config, onnx_path=onnx_path, input_size=input_size,
+                         train_dir=train_dir, resume=resume, teacher=teacher)
+
+
+def quantize_once(model: nn.Module, calibration_data: Any, config: QuantizeConfig, *,
+                  onnx_path: str | os.PathLike | None = None, input_size: tuple[int, ...] | None = None,
+                  train_dir: str | os.PathLike | None = None, resume: bool = False,
+                  teacher: nn.Module | None = None) -> QuantizeResult:
+    """`quantize` at one bit-width (the progressive stages of `config` are the caller's)."""
     batches = calibration_batches(calibration_data, config.calibration_size, config.advanced.calibration_batch_size)
     fallback = None
     if config.advanced.latency_fallback:

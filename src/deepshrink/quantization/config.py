@@ -86,6 +86,43 @@ class Advanced(BaseModel):
     )
 
 
+class ProgressiveStage(BaseModel):
+    """One QAT run before the final one (progressive quantisation, quantization/progressive.py).
+    Written as a dict, as its bit-width alone (`4`) or as "BITS:EPOCHS" (`"4:3"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bits: int = Field(ge=MIN_BITS, le=MAX_BITS)
+    act_bits: int | None = Field(None, ge=MIN_BITS, le=MAX_BITS, description="None: same as bits")
+    # LSQ by default: the mid-rise grid pays off only at 2 bits, where the last stage uses it
+    weight: WeightQuantizer = WeightQuantizer.LSQ
+    epochs: int | None = Field(None, ge=0, description="None: the final stage's train.epochs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a bit-width, 'BITS:EPOCHS' or a mapping")
+        if isinstance(value, int):
+            return {"bits": value}
+        if isinstance(value, str):
+            bits, _, epochs = value.partition(":")
+            try:
+                return {"bits": int(bits)} | ({"epochs": int(epochs)} if epochs else {})
+            except ValueError:
+                raise ValueError("expected BITS or BITS:EPOCHS (integers, e.g. '4:3')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _weight_fits(self) -> "ProgressiveStage":
+        fixed = FIXED_WEIGHT_BITS.get(self.weight)
+        if fixed is not None and self.bits != fixed:
+            raise ValueError(f"weight quantizer '{self.weight.value}' is {fixed}-bit by definition")
+        if self.weight is WeightQuantizer.LSQ_MIDRISE and self.bits > MIDRISE_MAX_BITS:
+            raise ValueError(f"weight quantizer 'lsq_midrise' fits at most {MIDRISE_MAX_BITS} bits")
+        return self
+
+
 class QuantizeConfig(BaseModel):
     """What to quantise and how. `bits` is the weight (and default activation) bit-width;
     `first_last_bits` keeps the first conv and the last layer at that precision (None: same as
@@ -110,6 +147,10 @@ class QuantizeConfig(BaseModel):
     layer_bits: dict[str, int] = Field(default_factory=dict)
     calibration_size: int = Field(512, ge=1, description="images used to calibrate")
     train: TrainConfig | None = Field(None, description="QAT fine-tuning options (training engine)")
+    progressive: tuple[ProgressiveStage, ...] = Field(
+        (), description="QAT first at these higher bit-widths, each run starting from the last one's latent weights "
+        "and distilling from the float model (Zhuang et al. 2018); e.g. bits 2 with progressive [4]",
+    )
     advanced: Advanced = Field(default_factory=Advanced)
 
     def __init__(self, **options: Any) -> None:
@@ -151,6 +192,13 @@ class QuantizeConfig(BaseModel):
                                  f"{MIDRISE_MAX_BITS} bits fit int8 unsaturated; got {value}")
         if self.method is Method.PTQ and activation not in (ActQuantizer.OBSERVER, ActQuantizer.BINARY):
             raise ValueError(f"activation: '{activation.value}' learns its range; use method 'qat'")
+        if self.progressive:
+            ladder = [stage.bits for stage in self.progressive]
+            if self.method is not Method.QAT:
+                raise ValueError("progressive: its stages are QAT runs; use method 'qat'")
+            if any(high <= low for high, low in zip(ladder, [*ladder[1:], fixed or self.bits])):
+                raise ValueError(f"progressive: each stage needs more bits than the next and than bits={fixed or self.bits}, "
+                                 f"got {ladder}")
         act_bits = self.act_bits or (8 if fixed is not None else self.bits)
         if activation is ActQuantizer.BINARY:
             act_bits = 1
@@ -160,6 +208,18 @@ class QuantizeConfig(BaseModel):
         object.__setattr__(self, "bits", fixed or self.bits)
         object.__setattr__(self, "act_bits", act_bits)
         return self
+
+    def stage(self, stage: ProgressiveStage) -> "QuantizeConfig":
+        """The config of one progressive stage: this one at the stage's bit-widths, weight quantiser
+        and epochs. Per-layer bit-widths and the latency fallback are the final model's alone."""
+        options = self.model_dump(exclude={"progressive", "layer_bits", "train", "bits", "act_bits", "weight"})
+        options["advanced"]["latency_fallback"] = False
+        if self.train is not None or stage.epochs is not None:
+            from deepshrink.quantization.qat import QAT_DEFAULTS  # what run_qat trains with when train is None
+
+            train = self.train.model_dump() if self.train is not None else dict(QAT_DEFAULTS)
+            options["train"] = train | ({"epochs": stage.epochs} if stage.epochs is not None else {})
+        return QuantizeConfig(**options, bits=stage.bits, act_bits=stage.act_bits or stage.bits, weight=stage.weight)
 
     @classmethod
     def coerce(cls, config: "QuantizeConfig | dict[str, Any] | None", **overrides: Any) -> "QuantizeConfig":

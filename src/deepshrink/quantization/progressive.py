@@ -1,17 +1,50 @@
 """Progressive quantisation (Zhuang et al. 2018, "Towards effective low-bitwidth CNNs"): QAT at a
 low bit-width starts from the weights a higher bit-width QAT trained, not from the float ones, so
 each step down the ladder (8 -> 4 -> 2) begins from weights already shaped by a quantised forward
-pass. The float model stays the distillation teacher (`quantize(..., teacher=original)`).
+pass. The float model stays the distillation teacher. One call runs the ladder:
+
+    w2 = quantize(fp32, data, config={"method": "qat", "bits": 2, "progressive": [4]})
+
+which is, spelled out,
 
     w4 = quantize(fp32, data, method="qat", bits=4)
     w2 = quantize(latent_float_model(w4.model, fp32), data, method="qat", bits=2, teacher=fp32)"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import torch.nn as nn
 
 from deepshrink.errors import ModelError
+from deepshrink.quantization.api import QuantizeResult, quantize_once
+from deepshrink.quantization.config import QuantizeConfig
 from deepshrink.quantization.folding import fold_bn
+from deepshrink.quantization.qat import claim_train_dir
+
+# Per stage in the report: its settings, how close its logits came to the float model's, its QAT curve.
+STAGE_REPORT_KEYS = ("bits", "act_bits", "weight", "logits_sqnr_db", "calibration_top1_agreement", "qat_history")
+
+
+def quantize_progressively(model: nn.Module, data: Any, config: QuantizeConfig, *, train_dir: str | os.PathLike | None,
+                           resume: bool, teacher: nn.Module | None, **final: Any) -> QuantizeResult:
+    """Run `config.progressive`'s stages, then the final quantisation (`final`: its export options),
+    each from the previous model's latent weights and distilling from `teacher` (default: `model`).
+    Stage N checkpoints in `train_dir`/stageN-wB, so a killed ladder resumes in the stage it was in."""
+    if train_dir is not None:  # another ladder than the checkpoints' is refused before any stage trains
+        claim_train_dir(train_dir, config, resume)
+    teacher = model if teacher is None else teacher
+    start, stages = model, []
+    for index, stage in enumerate(config.progressive, 1):
+        stage_dir = None if train_dir is None else Path(train_dir) / f"stage{index}-w{stage.bits}"
+        result = quantize_once(start, data, config.stage(stage), train_dir=stage_dir, resume=resume, teacher=teacher)
+        stages.append({k: result.report[k] for k in STAGE_REPORT_KEYS if k in result.report})
+        start = latent_float_model(result.model, model)
+    result = quantize_once(start, data, config, train_dir=train_dir, resume=resume, teacher=teacher, **final)
+    result.report["progressive"] = stages
+    return result
 
 
 def latent_float_model(quantized: nn.Module, original: nn.Module) -> nn.Module:
