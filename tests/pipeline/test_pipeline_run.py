@@ -153,3 +153,20 @@ steps:
     assert depth["rank_by"] == "latency" and set(depth["saved_ms"]) == {n for n in depth["lost_energy"] if n.startswith("layer1.")}
     assert report["stages"][1]["macs"] < report["stages"][0]["macs"] / 2  # halved channels, then two blocks less
     assert report["stages"][2]["artifact"].endswith("model.int8.onnx")
+
+
+def test_quantize_step_runs_a_progressive_ladder_and_plots_every_stage(tmp_path: Path) -> None:
+    recipe = tmp_path / "ladder.yaml"
+    recipe.write_text(f"""\
+model: {{name: digits_cnn, weights: null}}
+data: digits
+steps:
+  - train: {TRAIN}
+  - quantize: {{method: qat, bits: 2, weight: lsq_midrise, progressive: ["4:1"], calibration_size: 64, train: {TRAIN}}}
+""")
+    report = compress(recipe, out=tmp_path / "run")
+    step = tmp_path / "run" / "steps" / "02-quantize"
+    summary = json.loads((step / "quantize.json").read_text())
+    assert [(s["bits"], s["weight"], len(s["qat_history"])) for s in summary["progressive"]] == [(4, "lsq", 1)]
+    assert summary["weight"] == "lsq_midrise" and (step / "train" / "stage1-w4" / "checkpoint.pt").is_file()
+    assert len(report["stages"][2]["history"]) == 1 + 2  # the 4-bit stage's epoch, then the 2-bit run's two

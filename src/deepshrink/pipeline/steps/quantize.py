@@ -33,5 +33,8 @@ class QuantizeStep(Step):
                           train_dir=step_dir / "train", resume=True)
         summary = {k: v for k, v in result.report.items() if k != "qat_history"}
         write_json(step_dir / "quantize.json", summary)
-        return StepOutput(result.model, history=result.report.get("qat_history", []), onnx_path=result.onnx_path,
+        # a progressive ladder's stages first: the training plot shows the whole descent in bits
+        history = [*(h for stage in result.report.get("progressive", []) for h in stage.get("qat_history", [])),
+                   *result.report.get("qat_history", [])]
+        return StepOutput(result.model, history=history, onnx_path=result.onnx_path,
                           extra={"quantize": {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}})
