@@ -69,6 +69,8 @@ def test_cli_bad_options_fail_with_one_line(tmp_path, capsys):
     assert "--first-last-bits 'eight': expected an integer from 1 to 8, or 'none'" in capsys.readouterr().err
     assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--resume", "--out", str(tmp_path)]) == 2
     assert "--resume: only --method qat trains" in capsys.readouterr().err
+    assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--distill-weight", "1", "--out", str(tmp_path)]) == 2
+    assert "--distill-weight: only --method qat trains" in capsys.readouterr().err
     assert main(["quantize", "--model", "digits_cnn", "--data", "digits", "--progressive", "4", "--out", str(tmp_path)]) == 2
     assert "progressive: its stages are QAT runs; use method 'qat'" in capsys.readouterr().err
 
@@ -77,14 +79,15 @@ def test_cli_progressive_ladder_writes_each_stage_and_reloads(digits_weights, tm
     out = tmp_path / "prog"
     code = main(["quantize", "--model", "digits_cnn", "--weights", str(digits_weights), "--data", "digits",
                  "--method", "qat", "--bits", "2", "--weight-quantizer", "lsq_midrise", "--progressive", "4:1",
-                 "--epochs", "1", "--limit-batches", "3", "--calibration-size", "64", "--no-latency", "--out", str(out)])
+                 "--distill-weight", "1", "--epochs", "1", "--limit-batches", "3", "--calibration-size", "64", "--no-latency", "--out", str(out)])
     assert code == 0
     report = json.loads((out / "metrics.json").read_text())["report"]
     assert [(s["bits"], s["weight"], len(s["qat_history"])) for s in report["progressive"]] == [(4, "lsq", 1)]
     assert report["weight"] == "lsq_midrise" and report["layer_bits"]["block2.conv"] == 2
     assert (out / "train" / "stage1-w4" / "checkpoint.pt").is_file()
-    assert json.loads((out / "quantize.json").read_text())["progressive"] == [
-        {"bits": 4, "act_bits": None, "weight": "lsq", "epochs": 1}]
+    resolved = json.loads((out / "quantize.json").read_text())
+    assert resolved["progressive"] == [{"bits": 4, "act_bits": None, "weight": "lsq", "epochs": 1}]
+    assert resolved["advanced"]["distill_weight"] == 1.0
     reloaded = deepshrink.load(out)
     assert [t["kind"] for t in reloaded.deepshrink_spec.transforms] == ["fold_bn", "fold_bn", "quantize"]
 

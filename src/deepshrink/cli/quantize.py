@@ -49,6 +49,8 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--progressive", multiple=True, metavar="BITS[:EPOCHS]",
               help="QAT first at this higher bit-width (epochs default: --epochs), the next run starting from its "
                    "weights; repeatable, highest first. E.g. --bits 2 --weight-quantizer lsq_midrise --progressive 4:3.")
+@click.option("--distill-weight", type=float, default=None,
+              help="QAT: weight of the KL divergence to the float model's logits beside cross-entropy (default 0: off).")
 @click.option("--epochs", type=int, default=None, help="QAT epochs (default 3).")
 @click.option("--lr", type=float, default=None, help="QAT peak learning rate (default 3e-4).")
 @click.option("--limit-batches", type=int, default=None, help="Evaluate (and train) on this many batches only.")
@@ -57,7 +59,7 @@ def _bits_or_none(text: str) -> int | None:
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--resume", is_flag=True, help="QAT: continue from OUT/train/checkpoint.pt (written every epoch).")
 def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, weight_quantizer, act_quantizer,
-             first_last_bits, keep_float, latency_fallback, calibration_size, equalize, bias_correction, reduce_range, progressive, epochs, lr, limit_batches,
+             first_last_bits, keep_float, latency_fallback, calibration_size, equalize, bias_correction, reduce_range, progressive, distill_weight, epochs, lr, limit_batches,
              latency, threads, out, resume) -> None:
     """Quantise a trained model and measure the deployed int8 ONNX Runtime model.
 
@@ -77,12 +79,15 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
                                "first_last_bits": _bits_or_none(first_last_bits), "keep_float": list(keep_float),
                                "advanced": {"equalize": equalize, "bias_correction": bias_correction, "reduce_range": reduce_range,
                                             "latency_fallback": latency_fallback}}
+    if distill_weight is not None:
+        options["advanced"]["distill_weight"] = distill_weight
     extra = {"bits": bits, "act_bits": act_bits, "observer": observer, "weight": weight_quantizer, "activation": act_quantizer}
     options.update({k: v for k, v in extra.items() if v is not None})
     if progressive:
         options["progressive"] = list(progressive)
-    if resume and method != "qat":
-        raise ConfigError("--resume: only --method qat trains (and checkpoints); post-training quantisation has nothing to resume")
+    for flag, value in (("--resume", resume), ("--distill-weight", distill_weight)):
+        if value and method != "qat":
+            raise ConfigError(f"{flag}: only --method qat trains; post-training quantisation has no use for it")
     if method == "qat":
         from deepshrink.quantization.qat import QAT_DEFAULTS
 

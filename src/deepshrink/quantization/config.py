@@ -149,7 +149,8 @@ class QuantizeConfig(BaseModel):
     train: TrainConfig | None = Field(None, description="QAT fine-tuning options (training engine)")
     progressive: tuple[ProgressiveStage, ...] = Field(
         (), description="QAT first at these higher bit-widths, each run starting from the last one's latent weights "
-        "and distilling from the float model (Zhuang et al. 2018); e.g. bits 2 with progressive [4]",
+        "(Zhuang et al. 2018), every run distilling from the float model when advanced.distill_weight > 0; "
+        "e.g. bits 2 with progressive [4]",
     )
     advanced: Advanced = Field(default_factory=Advanced)
 

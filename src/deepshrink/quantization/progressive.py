@@ -1,7 +1,8 @@
 """Progressive quantisation (Zhuang et al. 2018, "Towards effective low-bitwidth CNNs"): QAT at a
 low bit-width starts from the weights a higher bit-width QAT trained, not from the float ones, so
 each step down the ladder (8 -> 4 -> 2) begins from weights already shaped by a quantised forward
-pass. The float model stays the distillation teacher. One call runs the ladder:
+pass. The float model stays the distillation teacher (with advanced.distill_weight > 0). One call
+runs the ladder:
 
     w2 = quantize(fp32, data, config={"method": "qat", "bits": 2, "progressive": [4]})
 
@@ -31,7 +32,7 @@ STAGE_REPORT_KEYS = ("bits", "act_bits", "weight", "logits_sqnr_db", "calibratio
 def quantize_progressively(model: nn.Module, data: Any, config: QuantizeConfig, *, train_dir: str | os.PathLike | None,
                            resume: bool, teacher: nn.Module | None, **final: Any) -> QuantizeResult:
     """Run `config.progressive`'s stages, then the final quantisation (`final`: its export options),
-    each from the previous model's latent weights and distilling from `teacher` (default: `model`).
+    each from the previous model's latent weights; `teacher` (default: `model`) is what they distil from.
     Stage N checkpoints in `train_dir`/stageN-wB, so a killed ladder resumes in the stage it was in."""
     if train_dir is not None:  # another ladder than the checkpoints' is refused before any stage trains
         claim_train_dir(train_dir, config, resume)
