@@ -103,6 +103,11 @@ def quantize(model_name, weights, data_spec, method, bits, act_bits, observer, w
         result = run_quantize(model, data, config=config, onnx_path=out_dir / "model.int8.onnx",
                               train_dir=out_dir / "train" if method == "qat" else None, resume=resume)
     save_model(result.model, out_dir)
+    for index, stage in enumerate(result.report.get("progressive", []), 1):
+        history = stage.get("qat_history", [])
+        val = f", validation top-1 {history[-1]['val_top1']:.2f} %" if history and "val_top1" in history[-1] else ""
+        console.print(f"progressive stage {index}: W{stage['bits']}A{stage['act_bits']} {stage['weight']}, "
+                      f"{len(history)} epoch{'' if len(history) == 1 else 's'} of QAT{val}")
     if latency_fallback:
         _report_fallback(result.report["latency_fallback"], out_dir)
     metrics = measure(model, result, data, out_dir, limit_batches=limit_batches, latency=latency, threads=threads)
