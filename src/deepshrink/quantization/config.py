@@ -51,6 +51,16 @@ DEFAULT_ACT = {Method.PTQ: ActQuantizer.OBSERVER, Method.QAT: ActQuantizer.LSQ}
 # QAT starts learnable ranges from the MSE-optimal ones: min-max starts at 4 bits lose ~10 points more.
 DEFAULT_OBSERVER = {Method.PTQ: ObserverName.MINMAX, Method.QAT: ObserverName.MSE}
 
+# A short fine-tune from trained weights. BN is folded, so nothing renormalises the activations:
+# on the CIFAR-10 JPEG copy ResNet-20 W4A4 diverged within an epoch with SGD at peak rates of
+# 0.002-0.01; after 150 steps AdamW at 3e-4 reached 87.7 % (SGD at 0.001: 86.5 %; FP32 88.5 %).
+# No weight decay: the learned step sizes and clipping levels must not shrink towards zero.
+QAT_DEFAULTS: dict[str, Any] = {
+    "epochs": 3, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
+    "batch_size": 128, "grad_clip": 2.0,
+}
+
+
 class Advanced(BaseModel):
     """Rarely changed knobs."""
 
@@ -215,9 +225,7 @@ class QuantizeConfig(BaseModel):
         and epochs. Per-layer bit-widths and the latency fallback are the final model's alone."""
         options = self.model_dump(exclude={"progressive", "layer_bits", "train", "bits", "act_bits", "weight"})
         options["advanced"]["latency_fallback"] = False
-        if self.train is not None or stage.epochs is not None:
-            from deepshrink.quantization.qat import QAT_DEFAULTS  # what run_qat trains with when train is None
-
+        if self.train is not None or stage.epochs is not None:  # QAT_DEFAULTS: what QAT trains with when train is None
             train = self.train.model_dump() if self.train is not None else dict(QAT_DEFAULTS)
             options["train"] = train | ({"epochs": stage.epochs} if stage.epochs is not None else {})
         return QuantizeConfig(**options, bits=stage.bits, act_bits=stage.act_bits or stage.bits, weight=stage.weight)

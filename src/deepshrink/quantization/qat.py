@@ -19,18 +19,9 @@ from deepshrink.errors import ConfigError
 from deepshrink.fileio import read_json, write_json
 from deepshrink.quantization.bn_qat import attach_batchnorm, freeze_batchnorm, reestimate_statistics
 from deepshrink.quantization.calibrate import is_bundle
-from deepshrink.quantization.config import QuantizeConfig
+from deepshrink.quantization.config import QAT_DEFAULTS, QuantizeConfig
 
 QUANTIZE_CONFIG_FILE = "quantize_config.json"  # beside the QAT checkpoints in train_dir
-
-# A short fine-tune from trained weights. BN is folded, so nothing renormalises the activations:
-# on the CIFAR-10 JPEG copy ResNet-20 W4A4 diverged within an epoch with SGD at peak rates of
-# 0.002-0.01; after 150 steps AdamW at 3e-4 reached 87.7 % (SGD at 0.001: 86.5 %; FP32 88.5 %).
-# No weight decay: the learned step sizes and clipping levels must not shrink towards zero.
-QAT_DEFAULTS: dict[str, Any] = {
-    "epochs": 3, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "cosine",
-    "batch_size": 128, "grad_clip": 2.0,
-}
 
 
 class DistillObjective(nn.Module):
