@@ -12,6 +12,9 @@ decay 1e-4: the recipe of the JPEG baselines); only the objective differs:
   default taps. Its weight is set so that, on the first training batch, its gradient norm equals
   the cross-entropy's (the library defaults are from-scratch settings; FitNets' and FSP's are 8-9x the CE gradient
   here and wreck a pretrained student in a few steps). The weight is recorded in the row;
+- `fsp-hint`, `fitnet-hint`: the papers' two-stage schemes (`hint_epochs`): the feature loss alone
+  (same weight as its joint row), then cross-entropy alone; each stage gets half of every epoch's
+  batches, so the row trains on as many batches as the others;
 - `kd_auto`: KD with seed 001 eq. 7 weights, measured on a freshly initialised ResNet-20 probe
   (A = the teacher, B = the student as loaded), with I_A and I_B in the row;
 - `kd_alpha_*`: the alpha sweep of seed 001 Table 2 (beta = 1 - alpha); alpha = 1 is the
@@ -54,6 +57,7 @@ from _common import add_budget_args, add_io_args, apply_threads, cached_record, 
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("kd", "fitnet", "at", "sp", "rkd", "fsp", "pkt", "crd")
+HINT_METHODS = ("fsp-hint", "fitnet-hint")  # two-stage: the feature loss first, then the labels
 KD_WEIGHTS = {"alpha": 0.1, "beta": 0.9}
 FEATURE_WEIGHTS = {"alpha": 1.0, "beta": 0.0}  # CE + the feature loss, no KD term (each method alone)
 
@@ -64,7 +68,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of 3 batches, 1,000 test images, 3 alphas")
     add_io_args(p)
     add_budget_args(p)
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma-separated subset of " + ",".join(METHODS + HINT_METHODS))
     p.add_argument("--no-sweep", action="store_true", help="skip the alpha sweep")
     p.add_argument("--no-auto", action="store_true", help="skip the eq. 7 weights")
     p.add_argument("--probe-epochs", type=int, default=1, help="budget of each eq. 7 probe run (default 1)")
@@ -107,6 +112,16 @@ class Bench:
     def top1(self, model: torch.nn.Module) -> float:
         return evaluate(model, self.data, split="test", device=self.device)["top1"]
 
+    def hint_config(self, method: str) -> tuple[DistillConfig, dict]:
+        """Two-stage `method` (`hint_epochs`): each stage runs the budget's epochs on half of each
+        epoch's batches, so the row trains on as many batches as the joint rows."""
+        steps = self.train.limit_batches or len(self.data.train.labels) // self.train.batch_size
+        half = self.train.model_copy(update={"limit_batches": max(1, steps // 2)})
+        weight = self.balanced_weight(method)
+        config = self.config([{"name": method, "weight": weight}], FEATURE_WEIGHTS).with_updates(
+            hint_epochs=self.train.epochs, train=half)
+        return config, {"loss_weight": weight, "hint_epochs": self.train.epochs, "batches_per_stage": half.limit_batches}
+
     def balanced_weight(self, method: str) -> float:
         """Weight giving the loss the cross-entropy's gradient norm on the first training batch."""
         loader = BatchLoader(self.data.train, self.train.batch_size, train=True, augment=True, mean=self.data.mean,
@@ -146,13 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     apply_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted(set(methods) - set(METHODS + HINT_METHODS))
     if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+        raise SystemExit(f"--methods: unknown {unknown}; choose from {', '.join(METHODS + HINT_METHODS)}")
     bench = Bench(args)
     records = [run_row(bench, "student", lambda m: train(m, bench.data, bench.train).history)]
     by_weights = {(1.0, 0.0): records[0]}  # the sweep's alpha = 1 is plain cross-entropy
     for method in methods:
+        if method in HINT_METHODS:
+            config, extra = bench.hint_config(method.removesuffix("-hint"))
+            record = run_row(bench, method, lambda m, c=config: distill(m, bench.teacher, bench.data, c).history)
+            records.append({**record, "method": method, **extra, **FEATURE_WEIGHTS})
+            continue
         weights = KD_WEIGHTS if method == "kd" else FEATURE_WEIGHTS
         extra = {"temperature": args.temperature} if method == "kd" else {"loss_weight": bench.balanced_weight(method)}
         spec = method if method == "kd" else {"name": method, "weight": extra["loss_weight"]}

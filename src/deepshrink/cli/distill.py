@@ -99,11 +99,14 @@ def _load_data(spec: str, seed: int | None):
 @click.option("--kd-weights", default=None, help="alpha,beta of seed 001 eq. 1 (e.g. 0.1,0.9), or 'auto' (eq. 7).")
 @click.option("--cache-teacher-logits/--no-cache-teacher-logits", default=None,
               help="Reuse teacher logits of repeated images (needs --no-augment).")
+@click.option("--hint-epochs", type=int, default=None,
+              help="Two-stage training (FitNets, FSP): first N epochs on the feature losses alone, then --epochs "
+                   "on the labels and logit losses.")
 @_train_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/train/checkpoint.pt.")
 def distill_command(student, student_weights, teachers, teacher_paths, teacher_mix, data_spec, loss_names, kd_weights,
-                    cache_teacher_logits, out, resume, **options) -> None:
+                    cache_teacher_logits, hint_epochs, out, resume, **options) -> None:
     """Distil one or more teachers into a student and save it.
 
     Example: deepshrink distill --student resnet20 --teacher resnet56 --teacher-weights r56.pth
@@ -116,7 +119,8 @@ def distill_command(student, student_weights, teachers, teacher_paths, teacher_m
 
     losses = [name.strip() for name in loss_names.split(",") if name.strip()] if loss_names else None
     config = _config(options, losses=losses, weights=_kd_weights(kd_weights),
-                     teacher_weights=_floats(teacher_mix, "--teacher-mix"), cache_teacher_logits=cache_teacher_logits)
+                     teacher_weights=_floats(teacher_mix, "--teacher-mix"), cache_teacher_logits=cache_teacher_logits,
+                     hint_epochs=hint_epochs)
     data = _load_data(data_spec, options.get("seed"))
     model = _models((student,), (student_weights,) if student_weights else (), "student", data)[0]
     teacher_models = _models(teachers, teacher_paths, "teacher", data)

@@ -58,7 +58,8 @@ def distill(
     With `weights: auto`, seed 001 eq. 7 sets alpha and beta first: a probe student is trained
     alone, distilled from the teachers (A) and from `second` (B; default: a frozen copy of the
     student as given), see `allocate_weights`. `callbacks`, `out_dir` and `resume` go to the
-    engine (checkpoints then also hold the adapters)."""
+    engine (checkpoints then also hold the adapters). With `hint_epochs`, the hint stage trains
+    first (checkpointing in `out_dir`/hint; its history records carry "stage": "hint")."""
     from deepshrink.metrics.evaluation import resolve_data
     from deepshrink.training import train
 
@@ -74,13 +75,20 @@ def distill(
     objective = build_objective(
         student, teachers, teacher_weights, config, input_size=tuple(data.input_size), num_classes=data.num_classes
     )
+    stages = [(objective.stage(hint=True), config.train.model_copy(update={"epochs": config.hint_epochs}), "hint"),
+              (objective.stage(hint=False), config.train, None)] if config.hint_epochs else [(objective, config.train, None)]
+    history: list[dict[str, Any]] = []
     try:
-        result = train(
-            student, data, config.train, objective=objective, callbacks=callbacks, out_dir=out_dir, resume=resume
-        )
+        for stage_objective, train_config, name in stages:
+            # the hint stage checkpoints in its own sub-directory, so a resume finds each stage's epochs
+            stage_dir = out_dir if out_dir is None or name is None else os.path.join(out_dir, name)
+            result = train(student, data, train_config, objective=stage_objective, callbacks=callbacks,
+                           out_dir=stage_dir, resume=resume)
+            history += [{**record, "stage": name} if name else record for record in result.history]
     finally:
-        objective.close()
-    return DistillResult(result.model, result.history, config, teacher_weights, allocation, objective)
+        for stage_objective, _, _ in stages:
+            stage_objective.close()
+    return DistillResult(result.model, history, config, teacher_weights, allocation, objective)
 
 
 def _teacher_list(student: nn.Module, teachers: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:

@@ -5,6 +5,7 @@ field. A recipe section maps directly onto DistillConfig, e.g.
     temperature: 4
     weights: {alpha: 0.1, beta: 0.9}     # or: weights: auto (seed 001 eq. 7)
     train: {epochs: 30, lr: 0.01}
+    hint_epochs: 0                       # > 0: FitNets/FSP two-stage training, see DistillConfig
 """
 
 from __future__ import annotations
@@ -92,6 +93,14 @@ class LossSpec(_Strict):
         return self
 
 
+def reads_features(spec: LossSpec) -> bool:
+    """Whether a loss reads intermediate features (a hint-stage loss) rather than the logits."""
+    from deepshrink.distillation.losses import LOSSES
+    from deepshrink.distillation.taps import TapKind
+
+    return LOSSES.get(spec.name).taps is not TapKind.LOGITS or bool(spec.student or spec.teacher)
+
+
 def _weights_tag(value: Any) -> str:
     return "auto" if isinstance(value, (str, WeightMode)) else "fixed"
 
@@ -117,6 +126,10 @@ class DistillConfig(_Strict):
     )
     auto: AutoWeights = Field(default_factory=AutoWeights)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    hint_epochs: int = Field(
+        0, ge=0, description="two-stage training as FitNets and FSP train: first this many epochs on the feature "
+        "and relation losses alone (no labels), then train.epochs on the labels and the logit losses"
+    )
 
     @field_validator("teacher_weights")
     @classmethod
@@ -135,6 +148,20 @@ class DistillConfig(_Strict):
                 )
             if self.train.augment:
                 raise ValueError("cache_teacher_logits: needs un-augmented passes; set train.augment to false")
+        return self
+
+    @model_validator(mode="after")
+    def _hint_stage(self) -> "DistillConfig":
+        if not self.hint_epochs:
+            return self
+        features = [spec.name for spec in self.losses if reads_features(spec)]
+        if not features:
+            raise ValueError(f"hint_epochs: the hint stage trains on feature or relation losses (e.g. fitnet, fsp, "
+                             f"at), but the losses are only {', '.join(spec.name for spec in self.losses)}")
+        alpha = getattr(self.weights, "alpha", 1.0)  # 'auto' resolves to a positive alpha
+        if not alpha and len(features) == len(self.losses):
+            raise ValueError("hint_epochs: after the hint stage the student learns from the labels (weights.alpha) "
+                             "and the logit losses (e.g. kd), but alpha is 0 and every loss reads features")
         return self
 
     @classmethod

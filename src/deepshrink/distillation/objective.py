@@ -94,6 +94,18 @@ class DistillObjective(nn.Module):
         self._student_taps = [tap for term in self.terms for tap in term.student_taps]
         self._student_hooks: FeatureHooks | None = None
 
+    def stage(self, hint: bool) -> "DistillObjective":
+        """A view for two-stage training (FitNets, FSP) sharing this objective's losses and adapters:
+        the hint stage (`hint=True`: the feature and relation terms alone, no labels) or the stage after
+        it (the labels and the logit terms)."""
+        kept = [(term, fn) for term, fn in zip(self.terms, self.losses) if bool(term.student_taps) == hint]
+        alpha = 0.0 if hint else self.alpha
+        if not kept and not alpha:
+            what = "no feature or relation loss has a weight" if hint else "alpha is 0 and no logit loss has a weight"
+            raise ConfigError(f"hint_epochs: {what}, so that stage has nothing to train on")
+        return DistillObjective(self._teachers, [t for t, _ in kept], [fn for _, fn in kept], alpha=alpha,
+                                label_smoothing=self.label_smoothing, cache=self.cache)
+
     @property
     def teachers(self) -> tuple[nn.Module, ...]:
         return self._teachers

@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from deepshrink.errors import ModelError
-from deepshrink.models.spec import TRANSFORMS, derive
+from deepshrink.models.spec import TRANSFORMS, attach_spec, derive, spec_of
 from deepshrink.quantization.graph import finish, module_of, set_module, trace
 
 FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -124,6 +124,9 @@ def fold_bn(model: nn.Module, untie: bool = True) -> nn.Module:
 def fold_bn_layers(model: nn.Module, untie: bool = True) -> tuple[nn.Module, list[str]]:
     """fold_bn's model and the names of the layers a BatchNorm was folded into."""
     new, folded, untied = fold_bn_graph(model, untie)
+    if not folded and not untied:  # nothing to replay (e.g. a progressive ladder's already folded model)
+        spec = spec_of(model)
+        return (new if spec is None else attach_spec(new, spec)), folded
     return derive(model, new, "fold_bn", {"layers": folded, "untied": untied}), folded
 
 
