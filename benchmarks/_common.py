@@ -109,11 +109,15 @@ class RowCache:
     def time_rows(self, records: list[dict], input_size, threads: int | None, *, quick: bool) -> None:
         """In place: every record's ORT latency and speed-ups from one interleaved session over
         the cached graphs (records[0] is the reference)."""
+        from deepshrink.export.runtime import resolve_threads
+
         timed = interleaved_latency({r["name"]: self.onnx(r["name"]) for r in records}, input_size, threads,
                                     budget_s=1.0 if quick else 5.0, reference=records[0]["name"])
+        used = resolve_threads(threads)  # a cached row's own count is the one it was first timed (or trained) with
         for record in records:
             record.setdefault("latency_ms", {}).update(timed[record["name"]]["latency_ms"])
-            record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"}, timed_on=machine_name())
+            record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"}, timed_on=machine_name(),
+                          threads=used)
 
 
 def cifar10_jpeg(args: argparse.Namespace):
