@@ -123,7 +123,10 @@ class Bench:
         return config, {"loss_weight": weight, "hint_epochs": self.train.epochs, "batches_per_stage": half.limit_batches}
 
     def balanced_weight(self, method: str) -> float:
-        """Weight giving the loss the cross-entropy's gradient norm on the first training batch."""
+        """Weight giving the loss the cross-entropy's gradient norm on the first training batch.
+        Seeded: the adapters it builds draw random weights, and without a seed the weight (and the
+        row's own adapter, built next) would depend on which rows ran before, or were cached."""
+        torch.manual_seed(self.args.seed)
         loader = BatchLoader(self.data.train, self.train.batch_size, train=True, augment=True, mean=self.data.mean,
                              std=self.data.std, seed=self.args.seed)
         loader.set_epoch(0)
