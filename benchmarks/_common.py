@@ -113,7 +113,7 @@ class RowCache:
 
         timed = interleaved_latency({r["name"]: self.onnx(r["name"]) for r in records}, input_size, threads,
                                     budget_s=1.0 if quick else 5.0, reference=records[0]["name"])
-        used = resolve_threads(threads)  # a cached row's own count is the one it was first timed (or trained) with
+        used = resolve_threads(threads)  # replaces the count a cached row was first timed with
         for record in records:
             record.setdefault("latency_ms", {}).update(timed[record["name"]]["latency_ms"])
             record.update({k: v for k, v in timed[record["name"]].items() if k != "latency_ms"}, timed_on=machine_name(),

@@ -75,8 +75,10 @@ def distill(
     objective = build_objective(
         student, teachers, teacher_weights, config, input_size=tuple(data.input_size), num_classes=data.num_classes
     )
-    stages = [(objective.stage(hint=True), config.train.model_copy(update={"epochs": config.hint_epochs}), "hint"),
-              (objective.stage(hint=False), config.train, None)] if config.hint_epochs else [(objective, config.train, None)]
+    stages = [(objective, config.train, None)]
+    if config.hint_epochs:
+        hint_train = config.train.model_copy(update={"epochs": config.hint_epochs})
+        stages = [(objective.stage(hint=True), hint_train, "hint"), (objective.stage(hint=False), config.train, None)]
     history: list[dict[str, Any]] = []
     try:
         for stage_objective, train_config, name in stages:
