@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch.nn as nn
 
-from deepshrink.distillation.config import DistillConfig
+from deepshrink.distillation.config import DistillConfig, reads_features
 from deepshrink.distillation.hooks import resolve_module, split_tap, unwrap
 from deepshrink.distillation.losses import LOSSES, DistillLoss, KDLoss
 from deepshrink.distillation.objective import DistillObjective, TeacherLogitCache, Term
@@ -51,7 +51,7 @@ def build_objective(
             weight = teacher_weights[index] * _loss_weight(spec, cls, config)
             if weight == 0:  # nothing to learn from this pair: skip its forward passes too
                 continue
-            if cls.taps is TapKind.LOGITS and not (spec.student or spec.teacher):
+            if not reads_features(spec):
                 loss = _logits_loss(cls, spec.options, config)
                 s_taps: tuple[str, ...] = ()
                 t_taps: tuple[str, ...] = ()
