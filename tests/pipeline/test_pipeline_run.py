@@ -118,6 +118,7 @@ steps:
   - search: {{budget: {{metric: macs, keep: 0.7}}, protect_ends: false, round_to: 4}}
   - prune: {{budget: {{keep: 0.8}}, sensitivity: {{ratios: [0.5]}}, protect_ends: false, round_to: 4}}
   - evaluate: {{split: val}}
+  - distill: {{teachers: [{{name: input}}], losses: [kd, fitnet], hint_epochs: 3, train: {TRAIN}}}
 """)
     report = compress(recipe, out=tmp_path / "run", smoke=True)
     assert report["smoke"] is True
@@ -132,6 +133,8 @@ steps:
     assert report_md.count("data:image/png") == 0 and (tmp_path / "run" / "report.html").read_text().count(
         "data:image/png;base64") >= 2
     assert "val" in report["steps"][4]["evaluate"]
+    distilled = next(stage for stage in report["stages"] if stage["name"] == "6-distill")
+    assert [h.get("stage") for h in distilled["history"]] == ["hint", None]  # smoke: one epoch per stage
 
 
 def test_prune_step_drops_residual_branches_after_the_channels_and_the_result_quantises(tmp_path: Path,

@@ -67,7 +67,8 @@ class DistillStep(Step):
         config = DistillConfig.model_validate(options.model_dump(exclude={"teachers", "second"}))
         config = config.with_updates(train=ctx.train_config(config.train))
         if ctx.smoke:
-            config = config.with_updates(auto=config.auto.model_copy(update={"epochs": 1, "limit_batches": 2}))
+            config = config.with_updates(auto=config.auto.model_copy(update={"epochs": 1, "limit_batches": 2}),
+                                         hint_epochs=min(config.hint_epochs, 1))
         teachers = [build_teacher(ref, ctx) for ref in options.teachers]
         allocation = None
         if config.weights is WeightMode.AUTO:
