@@ -4,12 +4,10 @@ then on the labels and logit losses; each stage checkpoints, so an interrupted r
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
 
-from deepshrink.cli.main import main
 from deepshrink.distillation import DistillConfig, distill
 from deepshrink.errors import ConfigError
 
@@ -87,18 +85,3 @@ def test_a_zero_weight_feature_loss_leaves_the_hint_stage_empty(digits, make, te
     config = DistillConfig(losses=["kd", {"name": "fsp", "weight": 0}], hint_epochs=1, train=fast)
     with pytest.raises(ConfigError, match="hint_epochs: no feature or relation loss has a weight"):
         distill(make(8), teacher, digits, config)
-
-
-def test_cli_hint_epochs(digits, make, teacher, tmp_path):
-    from deepshrink.models import save_model
-
-    save_model(teacher, tmp_path / "teacher")
-    out = tmp_path / "out"
-    code = main(["distill", "--student", "digits_cnn", "--teacher", str(tmp_path / "teacher"), "--data", "digits",
-                 "--loss", "kd,fitnet", "--hint-epochs", "1", "--epochs", "1", "--limit-batches", "3",
-                 "--out", str(out)])
-    assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert [h.get("stage") for h in metrics["history"]] == ["hint", None]
-    assert metrics["config"]["hint_epochs"] == 1
-    assert (out / "train" / "hint" / "checkpoint.pt").is_file()

@@ -46,6 +46,18 @@ def test_distill_command_reads_a_recipe_and_flags_override_it(teacher_dir, tmp_p
     assert config["temperature"] == 3.0 and config["train"]["epochs"] == 1  # --epochs wins over the recipe
 
 
+def test_distill_command_trains_in_two_stages_with_hint_epochs(teacher_dir, tmp_path):
+    out = tmp_path / "out"
+    code = main(["distill", "--student", "digits_cnn", "--teacher", teacher_dir, "--data", "digits",
+                 "--loss", "kd,fitnet", "--hint-epochs", "1", "--epochs", "1", "--limit-batches", "3",
+                 "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h.get("stage") for h in metrics["history"]] == ["hint", None]
+    assert metrics["config"]["hint_epochs"] == 1
+    assert (out / "train" / "hint" / "checkpoint.pt").is_file()
+
+
 def test_kd_weights_command_prints_the_measurement(teacher_dir, tmp_path, capsys):
     out = tmp_path / "alloc.json"
     code = main(["kd-weights", "--teacher", teacher_dir, "--second", "digits_cnn", "--data", "digits", *TRAIN,

@@ -21,7 +21,8 @@ from deepshrink.errors import ConfigError
 
 @dataclass
 class DistillResult:
-    """The trained student (the object passed in, in eval mode), the engine's per-epoch history,
+    """The trained student (the object passed in, in eval mode), the engine's per-epoch history
+    (with `hint_epochs`: the hint stage's records first, marked "stage": "hint"),
     the config with `weights` resolved to numbers, the normalised teacher weights, the eq. 7
     measurement when `weights` was 'auto', and the objective (it holds the trained adapters)."""
 
